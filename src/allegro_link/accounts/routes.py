@@ -1,0 +1,85 @@
+"""GET/DELETE /accounts: thin routes over accounts.service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from allegro_link.accounts.models import AccountStatus
+from allegro_link.accounts.schemas import AccountOut, AccountPage
+from allegro_link.accounts.service import (
+    AccountFilter,
+    AccountNotFound,
+    InvalidCursor,
+    delete_account,
+    get_account,
+    list_accounts,
+    status_view,
+)
+from allegro_link.auth.deps import AccountReader, Owner, actor, owner_scope
+from allegro_link.db import DbSession
+from allegro_link.errors import Forbidden, Unauthenticated, error_responses
+
+router = APIRouter(prefix="/accounts", tags=["accounts"])
+
+AUTH_ERRORS = (Unauthenticated, Forbidden)
+
+
+@router.get(
+    "",
+    operation_id="accounts-list",
+    response_model=AccountPage,
+    responses=error_responses(*AUTH_ERRORS, InvalidCursor),
+)
+async def list_(
+    session: DbSession,
+    caller: AccountReader,
+    status: Annotated[AccountStatus | None, Query(description="only accounts in this status")] = None,
+    login: Annotated[str | None, Query(max_length=200, description="exact login, ignoring case")] = None,
+    owner_id: Annotated[
+        str | None, Query(max_length=200, description="services only: one owner's accounts")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> AccountPage:
+    """List accounts: an owner sees its own; a service with `accounts:read` sees all (or `owner_id=`)."""
+    scope = owner_scope(caller)
+    if scope is None:
+        scope = owner_id
+    elif owner_id not in (None, scope):
+        raise Forbidden("Owners list only their own accounts.")
+    page = await list_accounts(
+        session, AccountFilter(owner_id=scope, status=status, login=login), limit=limit, cursor=cursor
+    )
+    return AccountPage(
+        items=[AccountOut.build(view) for view in page.items],
+        next_cursor=page.next_cursor,
+        relogin_required_count=page.relogin_required_count,
+    )
+
+
+@router.get(
+    "/{account_id}",
+    operation_id="accounts-get",
+    response_model=AccountOut,
+    responses=error_responses(*AUTH_ERRORS, AccountNotFound),
+)
+async def get(session: DbSession, caller: AccountReader, account_id: uuid.UUID) -> AccountOut:
+    """One account, with its status as of now."""
+    account = await get_account(session, account_id, owner_scope(caller))
+    return AccountOut.build(status_view(account))
+
+
+@router.delete(
+    "/{account_id}",
+    operation_id="accounts-delete",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(*AUTH_ERRORS, AccountNotFound),
+)
+async def delete(session: DbSession, owner: Owner, account_id: uuid.UUID) -> Response:
+    """Disconnect an account: its tokens are destroyed and later reads answer 404."""
+    await delete_account(session, account_id, owner.owner_id, actor=actor(owner))
+    return Response(status_code=204)

@@ -1,0 +1,113 @@
+"""Reading, listing and deleting accounts, always within one owner's scope unless a service reads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allegro_link.accounts.events import EventKind, record_event
+from allegro_link.accounts.models import Account, AccountStatus
+from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
+from allegro_link.db import utcnow
+from allegro_link.errors import BadRequest, NotFound
+
+
+class AccountNotFound(NotFound):
+    title = "Account not found"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    owner_id: str | None  # None: every owner (a service with accounts:read and no owner filter)
+    status: AccountStatus | None = None
+    login: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[EffectiveStatus]
+    next_cursor: str | None
+    relogin_required_count: int
+
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
+def _scoped(statement: SelectT, owner_id: str | None) -> SelectT:
+    return statement if owner_id is None else statement.where(Account.owner_id == owner_id)
+
+
+async def get_account(
+    session: AsyncSession, account_id: uuid.UUID, owner_id: str | None, *, for_update: bool = False
+) -> Account:
+    """The account, if `owner_id` (None for services) may see it; another owner's reads as missing."""
+    statement = _scoped(select(Account).where(Account.id == account_id), owner_id)
+    if for_update:
+        statement = statement.with_for_update()
+    account = (await session.execute(statement)).scalar_one_or_none()
+    if account is None:
+        raise AccountNotFound("No such account.")
+    return account
+
+
+async def list_accounts(
+    session: AsyncSession, account_filter: AccountFilter, *, limit: int, cursor: str | None
+) -> Page:
+    now = utcnow()
+    statement = _scoped(select(Account), account_filter.owner_id)
+    if account_filter.status is AccountStatus.RELOGIN_REQUIRED:
+        statement = statement.where(sql_needs_relogin())
+    elif account_filter.status is AccountStatus.ACTIVE:
+        statement = statement.where(~sql_needs_relogin())
+    if account_filter.login is not None:
+        statement = statement.where(func.lower(Account.login) == account_filter.login.lower())
+    if cursor is not None:
+        statement = statement.where(Account.id > _decode_cursor(cursor))
+    rows = list((await session.execute(statement.order_by(Account.id).limit(limit + 1))).scalars())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+
+    count_statement = select(func.count()).select_from(Account).where(sql_needs_relogin())
+    if account_filter.owner_id is not None:
+        count_statement = count_statement.where(Account.owner_id == account_filter.owner_id)
+    count = (await session.execute(count_statement)).scalar_one()
+    return Page(
+        items=[effective_status(account, now) for account in rows],
+        next_cursor=_encode_cursor(rows[-1].id) if has_more and rows else None,
+        relogin_required_count=count,
+    )
+
+
+async def delete_account(session: AsyncSession, account_id: uuid.UUID, owner_id: str, *, actor: str) -> None:
+    """Delete the account and with it its tokens; the event log keeps a record."""
+    account = await get_account(session, account_id, owner_id, for_update=True)
+    record_event(session, account, EventKind.DELETED, actor=actor)
+    await session.execute(delete(Account).where(Account.id == account.id))
+
+
+def _encode_cursor(account_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(account_id.bytes).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("The cursor is not one this service issued.") from None
+
+
+def status_view(account: Account, now: datetime | None = None) -> EffectiveStatus:
+    return effective_status(account, now or utcnow())

@@ -1,0 +1,191 @@
+"""The application factory. Nothing is created at import time: `create_app(settings)` builds it all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from allegro_link import __version__
+from allegro_link.accounts.routes import router as accounts_router
+from allegro_link.allegro.client import AllegroClient
+from allegro_link.auth.api_keys import ApiKeyVerifier
+from allegro_link.auth.owner import OwnerTokenVerifier
+from allegro_link.crypto.keys import KeyRing
+from allegro_link.crypto.vault import TokenVault
+from allegro_link.db import create_engine, create_sessionmaker
+from allegro_link.errors import install_error_handlers, problem_response
+from allegro_link.migrations_path import head_revision
+from allegro_link.oauth.flow import LinkFlow
+from allegro_link.oauth.purge import purge_forever
+from allegro_link.oauth.return_to import ReturnToPolicy
+from allegro_link.oauth.routes import router as oauth_router
+from allegro_link.ops.metrics import Metrics
+from allegro_link.ops.middleware import BodyTooLarge, RequestContextMiddleware
+from allegro_link.ops.routes import router as ops_router
+from allegro_link.settings import Settings
+from allegro_link.tokens.audit import TokenAuditLog
+from allegro_link.tokens.broker import TokenBroker
+from allegro_link.tokens.keepalive import keepalive_forever
+from allegro_link.tokens.routes import router as tokens_router
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """\
+OAuth broker for Allegro seller accounts. Owners (Polkurier customers, through their frontend) link
+and re-link Allegro accounts; internal services fetch currently valid access tokens.
+
+Every error is `application/problem+json` with a stable `code`.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What the lifespan owns; routes reach it as `request.state.resources`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    metrics: Metrics
+    head_revision: str
+    vault: TokenVault
+    allegro: AllegroClient
+    owner_tokens: OwnerTokenVerifier
+    api_keys: ApiKeyVerifier
+    link_flow: LinkFlow
+    tokens: TokenBroker
+    token_audit: TokenAuditLog
+
+
+def build_resources(settings: Settings, metrics: Metrics) -> Resources:
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    http = create_http_client(settings)
+    vault = TokenVault(KeyRing(settings.encryption_key_ring))
+    allegro = AllegroClient(
+        http,
+        auth_base_url=settings.auth_base_url,
+        api_base_url=settings.api_base_url,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret.get_secret_value(),
+        redirect_uri=settings.redirect_uri,
+    )
+    return Resources(
+        tokens=TokenBroker(
+            sessionmaker,
+            allegro,
+            vault,
+            metrics,
+            allegro_deadline_seconds=settings.token_refresh_deadline_seconds,
+            lock_timeout_seconds=settings.token_refresh_lock_timeout_seconds,
+        ),
+        token_audit=TokenAuditLog(sessionmaker, metrics),
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        http=http,
+        metrics=metrics,
+        head_revision=head_revision(),
+        vault=vault,
+        allegro=allegro,
+        owner_tokens=OwnerTokenVerifier(settings, http),
+        api_keys=ApiKeyVerifier(sessionmaker, cache_ttl_seconds=settings.api_key_cache_seconds),
+        link_flow=LinkFlow(
+            sessionmaker,
+            allegro,
+            vault,
+            ReturnToPolicy(settings.return_url_allowlist),
+            state_ttl=timedelta(seconds=settings.link_state_ttl_seconds),
+            completion_ttl=timedelta(seconds=settings.link_completion_ttl_seconds),
+        ),
+    )
+
+
+def create_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one outbound client (to Allegro). Explicit timeouts: a hung Allegro must not hang us."""
+    timeout = httpx.Timeout(
+        connect=settings.allegro_connect_timeout_seconds,
+        read=settings.allegro_read_timeout_seconds,
+        write=settings.allegro_read_timeout_seconds,
+        pool=settings.allegro_connect_timeout_seconds,
+    )
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+        headers={"User-Agent": f"allegro-link/{__version__}"},
+    )
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
+    app_metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        resources = build_resources(settings, app_metrics)
+        background = [asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions")]
+        if settings.keepalive_enabled:
+            background.append(
+                asyncio.create_task(
+                    keepalive_forever(
+                        resources.sessionmaker,
+                        resources.tokens,
+                        resources.metrics,
+                        window=timedelta(days=settings.keepalive_window_days),
+                        interval_seconds=settings.keepalive_interval_seconds,
+                        max_per_minute=settings.keepalive_max_per_minute,
+                    ),
+                    name="keepalive",
+                )
+            )
+        resources.token_audit.start()
+        log.info("app.started", allegro_auth_url=settings.auth_base_url, version=__version__)
+        try:
+            yield {"resources": resources}
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await resources.tokens.aclose()
+            await resources.token_audit.stop()
+            await resources.http.aclose()
+            await resources.engine.dispose()
+            log.info("app.stopped")
+
+    app = FastAPI(
+        title="allegro-link",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "accounts", "description": "Linked Allegro accounts and their status."},
+            {"name": "oauth", "description": "Linking and re-linking accounts through Allegro's login."},
+            {"name": "tokens", "description": "Valid access tokens for internal services (API keys)."},
+            {"name": "ops", "description": "Health, readiness and metrics."},
+        ],
+    )
+    install_error_handlers(app)
+
+    async def body_too_large(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(413, "payload_too_large", "Request body too large", "The body is too large.")
+
+    app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.include_router(accounts_router)
+    app.include_router(oauth_router)
+    app.include_router(tokens_router)
+    app.include_router(ops_router)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
+    return app

@@ -1,0 +1,255 @@
+"""Service API keys: creating, listing and revoking them (the CLI), and verifying them (every request).
+
+A key reads `alk_<prefix>_<secret>`: `prefix` is 12 random letters and digits, public, and finds the row;
+`secret` is 32 random bytes (url-safe base64, 43 characters). Only SHA-256 of the whole key is stored:
+the key carries 256 bits of randomness, so a fast hash suffices and nothing stored lets anyone rebuild it.
+
+Names identify keys for good (the token audit log records them), so a revoked key keeps its name and
+the name is not reused: create the replacement under a new name, switch the service over, then revoke.
+
+Verification is cached per prefix for `cache_ttl_seconds` (default 30 s), which is also how long a revoked
+key may still be accepted by a replica that saw it just before the revocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from allegro_link.auth.models import ApiKey
+from allegro_link.db import utcnow
+
+SCOPE_TOKENS_READ = "tokens:read"
+SCOPE_ACCOUNTS_READ = "accounts:read"
+KNOWN_SCOPES = frozenset({SCOPE_TOKENS_READ, SCOPE_ACCOUNTS_READ})
+
+KEY_MARKER = "alk_"
+PREFIX_LENGTH = 12
+SECRET_BYTES = 32
+NAME_MAX_LENGTH = 100
+# Anything longer is not one of our keys; it is refused before hashing or touching the database.
+MAX_PRESENTED_LENGTH = 200
+
+_PREFIX_ALPHABET = string.ascii_letters + string.digits
+_KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}")
+# Compared against when the prefix is unknown, so that the work done does not depend on the prefix.
+_NO_KEY_HASH = bytes(hashlib.sha256().digest_size)
+
+
+class ApiKeyError(Exception):
+    """An invalid name or scope list, or a name that is already taken. The message is for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """An internal service, authenticated by its API key."""
+
+    key_id: uuid.UUID
+    name: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def hash_api_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _new_key() -> tuple[str, str]:
+    prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
+    return prefix, f"{KEY_MARKER}{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def _prefix_of(presented: str) -> str | None:
+    """The prefix of a well-formed key, or None for anything that cannot be one of ours."""
+    if len(presented) > MAX_PRESENTED_LENGTH or not presented.isascii():
+        return None
+    match = _KEY_SHAPE.fullmatch(presented)
+    return match.group(1) if match else None
+
+
+def _check_name(name: str) -> str:
+    if not 1 <= len(name) <= NAME_MAX_LENGTH or not name.isprintable() or name != name.strip():
+        raise ApiKeyError(
+            f"an API key name must be 1-{NAME_MAX_LENGTH} printable characters "
+            "without leading or trailing spaces"
+        )
+    return name
+
+
+def _check_scopes(scopes: Sequence[str]) -> list[str]:
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    if unknown:
+        raise ApiKeyError(
+            f"unknown scope {', '.join(map(repr, unknown))}; known scopes: {', '.join(sorted(KNOWN_SCOPES))}"
+        )
+    if not scopes:
+        raise ApiKeyError(f"give at least one scope: {', '.join(sorted(KNOWN_SCOPES))}")
+    return sorted(set(scopes))
+
+
+async def create_api_key(session: AsyncSession, *, name: str, scopes: Sequence[str]) -> str:
+    """Store a new key and return it; this is the only time the key exists in clear.
+
+    The caller commits. Raises `ApiKeyError` for a bad name or scope, or a name used before (even by
+    a revoked key).
+    """
+    name = _check_name(name)
+    scope_list = _check_scopes(scopes)
+    prefix, key = _new_key()
+    # ON CONFLICT on the name only: a concurrent create with the same name loses cleanly.
+    inserted = await session.scalar(
+        insert(ApiKey)
+        .values(name=name, prefix=prefix, secret_hash=hash_api_key(key), scopes=scope_list)
+        .on_conflict_do_nothing(index_elements=[ApiKey.name])
+        .returning(ApiKey.id)
+    )
+    if inserted is None:
+        revoked_at = await session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == name))
+        if revoked_at is not None:
+            raise ApiKeyError(
+                f"the API key named {name!r} was revoked on {revoked_at:%Y-%m-%d}; "
+                "names are not reused, choose another"
+            )
+        raise ApiKeyError(f"an API key named {name!r} already exists")
+    return key
+
+
+async def list_api_keys(session: AsyncSession) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    result = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
+    return list(result)
+
+
+async def revoke_api_key(session: AsyncSession, name: str) -> bool:
+    """Revoke the active key called `name`; False when there is none. The caller commits.
+
+    Replicas stop accepting the key within their verification cache TTL.
+    """
+    revoked = await session.scalar(
+        update(ApiKey)
+        .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .returning(ApiKey.id)
+    )
+    return revoked is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredKey:
+    secret_hash: bytes
+    principal: ServicePrincipal | None  # None once revoked
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    stored: _StoredKey | None  # None: no key has this prefix
+    expires_at: float
+
+
+class ApiKeyVerifier:
+    """Checks presented keys without a database round trip per request.
+
+    Rows are cached by prefix for `cache_ttl_seconds` (the revocation delay) and unknown prefixes for
+    `negative_ttl_seconds`, so that garbage keys cannot hammer the database. The two caches are bounded
+    separately (least recently used goes first), so a flood of made-up prefixes cannot evict real keys.
+    Concurrent lookups of one uncached prefix share a single query.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        cache_ttl_seconds: float = 30.0,
+        negative_ttl_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl = cache_ttl_seconds
+        self._negative_ttl = negative_ttl_seconds
+        self._clock = clock
+        self._max_entries = max_entries
+        self._known: OrderedDict[str, _Entry] = OrderedDict()
+        self._unknown: OrderedDict[str, _Entry] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[_StoredKey | None]] = {}
+
+    async def verify(self, presented: str) -> ServicePrincipal | None:
+        """The service behind `presented`, or None for a malformed, unknown, wrong or revoked key."""
+        prefix = _prefix_of(presented)
+        if prefix is None:
+            return None
+        presented_hash = hash_api_key(presented)
+        stored = await self._stored(prefix)
+        # Always one full constant-time comparison, whether or not the prefix exists.
+        matches = hmac.compare_digest(presented_hash, stored.secret_hash if stored else _NO_KEY_HASH)
+        if stored is None or not matches:
+            return None
+        return stored.principal
+
+    async def _stored(self, prefix: str) -> _StoredKey | None:
+        now = self._clock()
+        for cache in (self._known, self._unknown):
+            entry = cache.get(prefix)
+            if entry is None:
+                continue
+            if entry.expires_at > now:
+                cache.move_to_end(prefix)
+                return entry.stored
+            del cache[prefix]
+        task = self._loading.get(prefix)
+        if task is None:
+            task = asyncio.create_task(self._load(prefix), name="api-key-lookup")
+            self._loading[prefix] = task
+            task.add_done_callback(lambda done: self._loaded(prefix, done))
+        # Shielded: one caller giving up (a client disconnect) must not cancel the others' lookup.
+        return await asyncio.shield(task)
+
+    async def _load(self, prefix: str) -> _StoredKey | None:
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(
+                        ApiKey.id, ApiKey.name, ApiKey.secret_hash, ApiKey.scopes, ApiKey.revoked_at
+                    ).where(ApiKey.prefix == prefix)
+                )
+            ).one_or_none()
+        if row is None:
+            self._remember(self._unknown, prefix, None, self._negative_ttl)
+            return None
+        principal = None
+        if row.revoked_at is None:
+            principal = ServicePrincipal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+        stored = _StoredKey(secret_hash=bytes(row.secret_hash), principal=principal)
+        self._remember(self._known, prefix, stored, self._ttl)
+        return stored
+
+    def _remember(
+        self, cache: OrderedDict[str, _Entry], prefix: str, stored: _StoredKey | None, ttl: float
+    ) -> None:
+        cache[prefix] = _Entry(stored, self._clock() + ttl)
+        cache.move_to_end(prefix)
+        while len(cache) > self._max_entries:
+            cache.popitem(last=False)
+
+    def _loaded(self, prefix: str, task: asyncio.Task[_StoredKey | None]) -> None:
+        if self._loading.get(prefix) is task:
+            del self._loading[prefix]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter was cancelled

@@ -1,0 +1,410 @@
+"""The authorization-code flow: start a link, take Allegro's callback, complete it for the owner.
+
+1. `start_link`: a link session row holds the SHA-256 of a random `state`, the owner, the account to
+   re-login (if any), the checked `return_to` and the encrypted PKCE verifier.
+2. `handle_callback`: the browser comes back from Allegro. The state is consumed in its own committed
+   transaction *before* Allegro is called, so a replayed or concurrent callback finds it used; the code
+   is exchanged at once (it lives 10 s) and never retried; `/me` names the Allegro user. The tokens
+   wait, encrypted, in the link session; the browser gets an opaque `link_session` id.
+3. `complete_link`: the owner's frontend presents that id with the owner's JWT. Only the owner who
+   started the flow can complete it (RFC 9700 §2.1: bind the result to the user agent that began it);
+   anyone else destroys it. Then the account is created, or the existing one is re-linked.
+
+Each step is a short transaction of its own (no transaction is held open across a call to Allegro).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import structlog
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from allegro_link.accounts.events import EventKind, record_event
+from allegro_link.accounts.models import Account, AccountStatus
+from allegro_link.accounts.service import get_account
+from allegro_link.allegro.client import (
+    AllegroClient,
+    AllegroRejected,
+    AllegroUnavailable,
+    AllegroUser,
+    TokenSet,
+)
+from allegro_link.crypto.vault import TokenVault
+from allegro_link.db import utcnow, uuid7
+from allegro_link.errors import BadRequest, Conflict, NotFound
+from allegro_link.oauth.models import LinkSession
+from allegro_link.oauth.return_to import ReturnToPolicy, with_query
+
+log = structlog.get_logger(__name__)
+
+LINK_TABLE = "link_sessions"
+ACCOUNT_TABLE = "accounts"
+# Expired states are remembered this long so that a late callback answers state_expired, not 400.
+EXPIRED_STATE_MEMORY = timedelta(hours=24)
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class CallbackOutcome(StrEnum):
+    COMPLETE = "complete"
+    ACCESS_DENIED = "access_denied"
+    STATE_EXPIRED = "state_expired"
+    ALLEGRO_UNAVAILABLE = "allegro_unavailable"
+    EXCHANGE_REJECTED = "exchange_rejected"
+    ALLEGRO_ERROR = "allegro_error"
+
+
+class InvalidState(BadRequest):
+    code = "invalid_state"
+    title = "Invalid state"
+
+
+class LinkSessionNotFound(NotFound):
+    code = "not_found"
+    title = "Link session not found"
+
+
+class AccountMismatch(Conflict):
+    code = "account_mismatch"
+    title = "Logged in as a different Allegro account"
+
+
+@dataclass(frozen=True, slots=True)
+class StartedLink:
+    authorization_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackParams:
+    state: str
+    code: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedLink:
+    result: str  # "linked" | "relinked"
+    account: Account
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class LinkFlow:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        allegro: AllegroClient,
+        vault: TokenVault,
+        return_to_policy: ReturnToPolicy,
+        *,
+        state_ttl: timedelta,
+        completion_ttl: timedelta,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._allegro = allegro
+        self._vault = vault
+        self._return_to = return_to_policy
+        self._state_ttl = state_ttl
+        self._completion_ttl = completion_ttl
+
+    # -- 1. start ---------------------------------------------------------------------------------
+
+    async def start_link(
+        self, session: AsyncSession, *, owner_id: str, return_to: str, account_id: uuid.UUID | None = None
+    ) -> StartedLink:
+        checked_return_to = self._return_to.check(return_to)
+        if account_id is not None:
+            await get_account(session, account_id, owner_id)  # 404 for another owner's account
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43-128
+        now = utcnow()
+        link = LinkSession(
+            id=uuid7(),
+            state_hash=_digest(state),
+            owner_id=owner_id,
+            account_id=account_id,
+            return_to=checked_return_to,
+            created_at=now,
+            expires_at=now + self._state_ttl,
+        )
+        link.code_verifier_ciphertext = self._vault.seal(
+            LINK_TABLE, link.id, "code_verifier_ciphertext", verifier
+        )
+        session.add(link)
+        url = self._allegro.authorization_url(
+            state=state, code_challenge=create_s256_code_challenge(verifier)
+        )
+        log.info("link.started", link_session_id=str(link.id), relogin=account_id is not None)
+        return StartedLink(authorization_url=url, expires_at=link.expires_at)
+
+    # -- 2. callback ------------------------------------------------------------------------------
+
+    async def handle_callback(self, params: CallbackParams) -> str:
+        """The URL to send the browser to. Raises `InvalidState` (400) for states we cannot honour."""
+        if not _TOKEN_SHAPE.match(params.state):
+            raise InvalidState("The state is malformed.")
+        if params.code is None and params.error is None:
+            raise InvalidState("The callback carries neither a code nor an error.")
+
+        claimed = await self._claim_state(params.state)
+        link_id, return_to, verifier_blob, outcome = claimed
+        if outcome is not None:
+            return _error_redirect(return_to, outcome)
+        if params.error is not None:
+            # Allegro (or the user) said no; a code next to an error is ignored, never exchanged.
+            outcome = (
+                CallbackOutcome.ACCESS_DENIED
+                if params.error == "access_denied"
+                else CallbackOutcome.ALLEGRO_ERROR
+            )
+            await self._record_outcome(link_id, outcome)
+            return _error_redirect(return_to, outcome)
+
+        assert params.code is not None  # noqa: S101 - checked above
+        assert verifier_blob is not None  # noqa: S101 - every link session has one
+        verifier = self._vault.open(LINK_TABLE, link_id, "code_verifier_ciphertext", verifier_blob)
+        try:
+            tokens = await self._allegro.exchange_code(params.code, verifier)
+            user = await self._allegro.me(tokens.access_token)
+        except AllegroUnavailable as exc:
+            log.warning("link.callback.allegro_unavailable", operation=exc.operation, status=exc.status)
+            await self._record_outcome(link_id, CallbackOutcome.ALLEGRO_UNAVAILABLE)
+            return _error_redirect(return_to, CallbackOutcome.ALLEGRO_UNAVAILABLE)
+        except AllegroRejected as exc:
+            log.warning("link.callback.rejected", operation=exc.operation, status=exc.status, error=exc.error)
+            await self._record_outcome(link_id, CallbackOutcome.EXCHANGE_REJECTED)
+            return _error_redirect(return_to, CallbackOutcome.EXCHANGE_REJECTED)
+
+        completion = secrets.token_urlsafe(32)
+        await self._hold_result(link_id, tokens, user, completion)
+        log.info("link.callback.exchanged", link_session_id=str(link_id))
+        return with_query(return_to, {"allegro_link": "complete", "link_session": completion})
+
+    async def _claim_state(self, state: str) -> tuple[uuid.UUID, str, bytes | None, CallbackOutcome | None]:
+        """Mark the state used, in a transaction committed before anything else happens."""
+        async with self._sessionmaker.begin() as session:
+            link = (
+                await session.execute(
+                    select(LinkSession).where(LinkSession.state_hash == _digest(state)).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if link is None:
+                raise InvalidState("Unknown state.")
+            now = utcnow()
+            if link.callback_at is not None:
+                if link.outcome == CallbackOutcome.STATE_EXPIRED:
+                    return link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED
+                raise InvalidState("This state has already been used.")
+            link.callback_at = now
+            if now >= link.expires_at:
+                link.outcome = CallbackOutcome.STATE_EXPIRED
+                link.code_verifier_ciphertext = None
+                return link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED
+            return link.id, link.return_to, link.code_verifier_ciphertext, None
+
+    async def _record_outcome(self, link_id: uuid.UUID, outcome: CallbackOutcome) -> None:
+        async with self._sessionmaker.begin() as session:
+            link = await session.get(LinkSession, link_id, with_for_update=True)
+            if link is not None:
+                link.outcome = outcome
+                link.code_verifier_ciphertext = None
+
+    async def _hold_result(
+        self, link_id: uuid.UUID, tokens: TokenSet, user: AllegroUser, completion: str
+    ) -> None:
+        async with self._sessionmaker.begin() as session:
+            link = await session.get(LinkSession, link_id, with_for_update=True)
+            if link is None:  # the account being re-linked was deleted meanwhile (cascade)
+                return
+            link.outcome = CallbackOutcome.COMPLETE
+            link.code_verifier_ciphertext = None
+            link.completion_hash = _digest(completion)
+            link.completion_expires_at = utcnow() + self._completion_ttl
+            link.allegro_user_id = user.id
+            link.login = user.login
+            link.access_token_ciphertext = self._vault.seal(
+                LINK_TABLE, link.id, "access_token_ciphertext", tokens.access_token
+            )
+            link.access_token_expires_at = tokens.access_expires_at
+            link.refresh_token_ciphertext = self._vault.seal(
+                LINK_TABLE, link.id, "refresh_token_ciphertext", tokens.refresh_token
+            )
+            link.refresh_token_expires_at = tokens.refresh_expires_at
+            link.scope = tokens.scope
+
+    # -- 3. completion ----------------------------------------------------------------------------
+
+    async def complete_link(self, *, owner_id: str, link_session: str, actor: str) -> CompletedLink:
+        if not _TOKEN_SHAPE.match(link_session):
+            raise LinkSessionNotFound("No such link session.")
+        for attempt in range(2):
+            async with self._sessionmaker() as session:
+                try:
+                    completed = await self._complete(session, owner_id, link_session, actor)
+                except (AccountMismatch, LinkSessionNotFound):
+                    # The held tokens are discarded for good on these outcomes: commit that, then answer.
+                    await session.commit()
+                    raise
+                except IntegrityError:
+                    # A concurrent completion created the same (owner, Allegro user) account first;
+                    # the second attempt finds it and re-links it instead of making a duplicate.
+                    await session.rollback()
+                    if attempt:
+                        raise
+                    continue
+                except BaseException:
+                    await session.rollback()
+                    raise
+                await session.commit()
+                return completed
+        raise AssertionError("unreachable")
+
+    async def _complete(
+        self, session: AsyncSession, owner_id: str, link_session: str, actor: str
+    ) -> CompletedLink:
+        link = (
+            await session.execute(
+                select(LinkSession)
+                .where(LinkSession.completion_hash == _digest(link_session))
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if link is None or link.completed_at is not None:
+            raise LinkSessionNotFound("No such link session.")
+        now = utcnow()
+        if link.owner_id != owner_id:
+            _discard(link, now)
+            log.warning("link.complete.foreign_owner", link_session_id=str(link.id))
+            raise LinkSessionNotFound("No such link session.")
+        if link.completion_expires_at is None or now >= link.completion_expires_at:
+            _discard(link, now)
+            raise LinkSessionNotFound("The link session has expired; start again.")
+
+        assert link.allegro_user_id is not None  # noqa: S101 - set with the tokens
+        assert link.login is not None  # noqa: S101 - set with the tokens
+        if link.account_id is not None:
+            account = await get_account(session, link.account_id, owner_id, for_update=True)
+            if not _same_allegro_user(account, link):
+                expected = account.login
+                _discard(link, now)
+                record_event(session, account, EventKind.RELINK_MISMATCH, actor=actor)
+                raise AccountMismatch(
+                    f"Account {expected} was logged in again as {link.login}; use 'Zmień konto' at Allegro.",
+                    extra={"expected_login": expected, "actual_login": link.login},
+                )
+            result = "relinked"
+        else:
+            existing = await _find_existing(session, owner_id, link.allegro_user_id, link.login)
+            if existing is not None:
+                account, result = existing, "relinked"
+            else:
+                account = Account(
+                    id=uuid7(),
+                    owner_id=owner_id,
+                    allegro_user_id=link.allegro_user_id,
+                    login=link.login,
+                    status=AccountStatus.ACTIVE,
+                    relogin_reason=None,
+                    status_changed_at=now,
+                    linked_at=now,
+                )
+                result = "linked"
+        self._move_tokens(link, account, now)
+        _discard(link, now)
+        if result == "linked":
+            session.add(account)
+            await session.flush()
+        record_event(
+            session, account, EventKind.LINKED if result == "linked" else EventKind.RELINKED, actor=actor
+        )
+        log.info("link.completed", account_id=str(account.id), result=result)
+        return CompletedLink(result=result, account=account)
+
+    def _move_tokens(self, link: LinkSession, account: Account, now: datetime) -> None:
+        assert link.access_token_ciphertext is not None  # noqa: S101 - held since the callback
+        assert link.refresh_token_ciphertext is not None  # noqa: S101 - held since the callback
+        access = self._vault.open(
+            LINK_TABLE, link.id, "access_token_ciphertext", link.access_token_ciphertext
+        )
+        refresh = self._vault.open(
+            LINK_TABLE, link.id, "refresh_token_ciphertext", link.refresh_token_ciphertext
+        )
+        account.allegro_user_id = link.allegro_user_id
+        account.login = link.login
+        account.access_token_ciphertext = self._vault.seal(
+            ACCOUNT_TABLE, account.id, "access_token_ciphertext", access
+        )
+        account.access_token_expires_at = link.access_token_expires_at
+        account.refresh_token_ciphertext = self._vault.seal(
+            ACCOUNT_TABLE, account.id, "refresh_token_ciphertext", refresh
+        )
+        account.refresh_token_expires_at = link.refresh_token_expires_at
+        account.scope = link.scope
+        account.token_version = (account.token_version or 0) + 1
+        account.last_refreshed_at = now
+        if account.linked_at is None:
+            account.linked_at = now
+        if account.status is not AccountStatus.ACTIVE:
+            account.status = AccountStatus.ACTIVE
+            account.relogin_reason = None
+            account.status_changed_at = now
+        elif account.refresh_token_expires_at is not None and account.status_changed_at < now:
+            # It may have read as refresh_token_expired; the re-login is a status change too.
+            account.status_changed_at = now
+
+
+def _same_allegro_user(account: Account, link: LinkSession) -> bool:
+    if account.allegro_user_id is not None:
+        return account.allegro_user_id == link.allegro_user_id
+    # A legacy account is known only by its login from the old system.
+    return (account.login or "").casefold() == (link.login or "").casefold()
+
+
+async def _find_existing(
+    session: AsyncSession, owner_id: str, allegro_user_id: str, login: str
+) -> Account | None:
+    by_user = (
+        await session.execute(
+            select(Account)
+            .where(Account.owner_id == owner_id, Account.allegro_user_id == allegro_user_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if by_user is not None:
+        return by_user
+    return (
+        await session.execute(
+            select(Account)
+            .where(
+                Account.owner_id == owner_id,
+                Account.allegro_user_id.is_(None),
+                func.lower(Account.login) == login.lower(),
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+def _discard(link: LinkSession, now: datetime) -> None:
+    link.completed_at = now
+    link.access_token_ciphertext = None
+    link.refresh_token_ciphertext = None
+    link.access_token_expires_at = None
+    link.refresh_token_expires_at = None
+    link.code_verifier_ciphertext = None
+
+
+def _error_redirect(return_to: str, outcome: CallbackOutcome) -> str:
+    return with_query(return_to, {"allegro_link": "error", "error": outcome.value})

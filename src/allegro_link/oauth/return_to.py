@@ -1,0 +1,79 @@
+"""The `return_to` allowlist: where the browser may be sent back after Allegro.
+
+An exact match of scheme, host and port (a written-out default port is the same port) and a path
+under the entry's path. Anything that browsers and URL parsers might read differently is refused
+outright rather than normalised: backslashes, control characters, user info, encoded slashes or dots,
+dot segments. An open redirect here would hand an attacker a trusted-looking link to anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
+
+from allegro_link.errors import Problem
+
+MAX_RETURN_TO_LENGTH = 2048
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]|%(?:2f|5c|2e|00)", re.IGNORECASE)
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+
+
+class InvalidReturnTo(Problem):
+    status = 422
+    code = "invalid_return_to"
+    title = "return_to is not allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def _origin(parts: SplitResult) -> _Origin | None:
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    return _Origin(scheme, parts.hostname.lower().rstrip("."), port, parts.path or "/")
+
+
+class ReturnToPolicy:
+    def __init__(self, allowlist: list[str]) -> None:
+        self._entries = [origin for entry in allowlist if (origin := _origin(urlsplit(entry)))]
+
+    def check(self, return_to: str) -> str:
+        """The URL unchanged when allowed; `InvalidReturnTo` otherwise."""
+        if len(return_to) > MAX_RETURN_TO_LENGTH or _FORBIDDEN.search(return_to):
+            raise InvalidReturnTo("return_to contains characters that are not allowed.")
+        parts = urlsplit(return_to)
+        if "@" in parts.netloc or parts.username is not None:
+            raise InvalidReturnTo("return_to must not contain user information.")
+        if _DOT_SEGMENT.search(parts.path):
+            raise InvalidReturnTo("return_to must not contain dot segments.")
+        origin = _origin(parts)
+        if origin is None:
+            raise InvalidReturnTo("return_to must be an absolute http(s) URL.")
+        for entry in self._entries:
+            if (origin.scheme, origin.host, origin.port) == (
+                entry.scheme,
+                entry.host,
+                entry.port,
+            ) and origin.path.startswith(entry.path):
+                return return_to
+        raise InvalidReturnTo("return_to is not in the allowlist.")
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """`url` with `params` appended to its query (existing parameters are kept)."""
+    parts = urlsplit(url)
+    extra = urlencode(params)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -1,0 +1,126 @@
+"""Pure ASGI middleware: request ids, access log without query strings, metrics, input guards.
+
+Written against raw ASGI (not BaseHTTPMiddleware) because it wraps every request on the token path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from allegro_link.errors import problem_response
+from allegro_link.ops.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_NUL = re.compile(rb"%00|\x00")
+MAX_BODY_BYTES = 64 * 1024
+
+log = structlog.get_logger("allegro_link.http")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _request_id(scope)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        header_value = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, header_value)]
+            await send(message)
+
+        try:
+            rejection = _reject_input(scope, self.max_body_bytes)
+            if rejection is not None:
+                await rejection(scope, receive, send_with_id)
+            else:
+                await self.app(scope, _limit_body(receive, self.max_body_bytes), send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            log.info(
+                "http.request",
+                method=method,
+                route=route,
+                path=scope["path"][:200],
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
+            return str(value.decode())
+    return uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    # Unmatched paths share one label: raw paths would let a client blow up label cardinality.
+    return path if isinstance(path, str) else "unmatched"
+
+
+def _reject_input(scope: Scope, max_body_bytes: int) -> Any:
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    if _NUL.search(raw_path) or _NUL.search(scope.get("query_string", b"")):
+        return problem_response(400, "bad_request", "Bad request", "NUL bytes are not accepted.")
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return problem_response(400, "bad_request", "Bad request", "Invalid Content-Length.")
+            if length > max_body_bytes:
+                return problem_response(
+                    413,
+                    "payload_too_large",
+                    "Request body too large",
+                    f"Bodies are limited to {max_body_bytes} bytes.",
+                )
+    return None
+
+
+def _limit_body(receive: Receive, max_body_bytes: int) -> Receive:
+    """Guard chunked bodies that announce no length."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_body_bytes:
+                raise BodyTooLarge
+        return message
+
+    return limited

@@ -1,0 +1,35 @@
+"""`allegro-link serve`: uvicorn with production settings."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from allegro_link.app import create_app
+from allegro_link.logs import configure_logging
+from allegro_link.settings import Settings, load_settings
+
+
+def app_factory() -> FastAPI:
+    """uvicorn factory (also used by each worker process when --workers > 1)."""
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    # Validate in the parent so that a bad setting is one clear line, not a traceback per worker.
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        "allegro_link.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # the request middleware logs requests without query strings
+        log_config=None,
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )

@@ -1,0 +1,261 @@
+"""Configuration from `ALLEGRO_LINK_*` environment variables (and `.env`).
+
+Settings are layered so that each command asks only for what it uses (CONTRACT section 2):
+`migrate` needs a database, `encryption-key rotate` a database and keys, `serve` everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "ALLEGRO_LINK_"
+
+ALLEGRO_HOSTS: dict[str, tuple[str, str]] = {
+    "production": ("https://allegro.pl", "https://api.allegro.pl"),
+    "sandbox": ("https://allegro.pl.allegrosandbox.pl", "https://api.allegro.pl.allegrosandbox.pl"),
+}
+
+AES_KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionKey:
+    key_id: str
+    secret: bytes
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_http_url(value: str, *, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} must not contain user information")
+    if parts.fragment:
+        raise ValueError(f"{what} must not contain a fragment")
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """What every command that touches PostgreSQL needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: SecretStr = Field(description="postgresql+asyncpg://user:password@host:port/database")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Bounds every statement so that a stuck database answers 503 instead of hanging requests.
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("must be a URL like postgresql+asyncpg://user@host:5432/db") from None
+        if url.drivername != "postgresql+asyncpg":
+            raise ValueError(f"must use the postgresql+asyncpg driver, got {url.drivername!r}")
+        if not url.database:
+            raise ValueError("must name a database")
+        return value
+
+
+class KeyRingSettings(DatabaseSettings):
+    """Database plus the token encryption keys."""
+
+    encryption_keys: SecretStr = Field(
+        description="comma-separated key_id:base64key; the first encrypts, all decrypt"
+    )
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_encryption_keys(cls, value: SecretStr) -> SecretStr:
+        parse_encryption_keys(value.get_secret_value())
+        return value
+
+    @property
+    def encryption_key_ring(self) -> tuple[EncryptionKey, ...]:
+        return parse_encryption_keys(self.encryption_keys.get_secret_value())
+
+
+def parse_encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
+    keys: list[EncryptionKey] = []
+    for position, entry in enumerate(_split_csv(raw), start=1):
+        key_id, sep, encoded = entry.partition(":")
+        if not sep or not key_id or not encoded:
+            raise ValueError(f"entry {position} must look like key_id:base64key")
+        if not key_id.replace("-", "").replace("_", "").isalnum() or len(key_id) > 32:
+            raise ValueError(f"key id {key_id!r} must be 1-32 letters, digits, '-' or '_'")
+        try:
+            secret = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid base64") from None
+        if len(secret) != AES_KEY_BYTES:
+            raise ValueError(
+                f"key {key_id!r} must be {AES_KEY_BYTES} bytes (AES-256), got {len(secret)}; "
+                "make one with `allegro-link encryption-key generate`"
+            )
+        if any(k.key_id == key_id for k in keys):
+            raise ValueError(f"key id {key_id!r} appears twice")
+        keys.append(EncryptionKey(key_id=key_id, secret=secret))
+    if not keys:
+        raise ValueError("at least one key is required")
+    return tuple(keys)
+
+
+class Settings(KeyRingSettings):
+    """Everything `allegro-link serve` needs."""
+
+    allegro_environment: Literal["production", "sandbox"] = "production"
+    allegro_auth_url: str | None = Field(default=None, description="overrides https://allegro.pl")
+    allegro_api_url: str | None = Field(default=None, description="overrides https://api.allegro.pl")
+    client_id: str = Field(min_length=1, max_length=200)
+    client_secret: SecretStr
+    redirect_uri: str
+
+    return_url_allowlist: Annotated[list[str], NoDecode] = Field(min_length=1)
+
+    owner_jwt_secret: SecretStr | None = None
+    owner_jwt_jwks_url: str | None = None
+    owner_jwt_issuer: str | None = None
+    owner_jwt_audience: str | None = None
+
+    # How long a link session (the OAuth `state`) may wait for Allegro's callback.
+    link_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    # How long the frontend has to call /oauth/complete after the callback.
+    link_completion_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+
+    allegro_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    allegro_read_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    # The refresh call to Allegro must end before a waiting replica gives up on the row lock, and that
+    # wait must end before the database cancels the statement (checked below).
+    token_refresh_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
+    token_refresh_lock_timeout_seconds: float = Field(default=8.0, gt=0, le=120)
+
+    # Revoking an API key takes effect within this many seconds (verified keys are cached).
+    api_key_cache_seconds: float = Field(default=30.0, ge=0, le=600)
+
+    keepalive_enabled: bool = True
+    keepalive_window_days: float = Field(default=14.0, gt=0, le=80)
+    keepalive_interval_seconds: float = Field(default=300.0, ge=1, le=86400)
+    keepalive_max_per_minute: int = Field(default=600, ge=1, le=3000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    demo_enabled: bool = False
+    dev_mode: bool = False
+
+    @field_validator("allegro_auth_url", "allegro_api_url", "owner_jwt_jwks_url")
+    @classmethod
+    def _check_optional_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return _check_http_url(value, what="value").rstrip("/")
+
+    @field_validator("redirect_uri")
+    @classmethod
+    def _check_redirect_uri(cls, value: str) -> str:
+        _check_http_url(value, what="redirect URI")
+        if urlsplit(value).query:
+            raise ValueError("redirect URI must not carry a query string")
+        return value
+
+    @field_validator("return_url_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("return_url_allowlist")
+    @classmethod
+    def _check_allowlist(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            _check_http_url(entry, what=f"entry {entry!r}")
+            parts = urlsplit(entry)
+            if parts.query:
+                raise ValueError(f"entry {entry!r} must not carry a query string")
+            if not parts.path.endswith("/"):
+                raise ValueError(f"entry {entry!r} must end with '/'")
+        return value
+
+    @field_validator("owner_jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes long (HS256 key)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_owner_key_source(self) -> Settings:
+        if (self.owner_jwt_secret is None) == (self.owner_jwt_jwks_url is None):
+            raise ValueError(
+                "set exactly one of ALLEGRO_LINK_OWNER_JWT_SECRET or ALLEGRO_LINK_OWNER_JWT_JWKS_URL"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_waits(self) -> Settings:
+        if not self.token_refresh_deadline_seconds < self.token_refresh_lock_timeout_seconds:
+            raise ValueError(
+                "ALLEGRO_LINK_TOKEN_REFRESH_DEADLINE_SECONDS must be shorter than "
+                "ALLEGRO_LINK_TOKEN_REFRESH_LOCK_TIMEOUT_SECONDS"
+            )
+        if not self.token_refresh_lock_timeout_seconds < self.db_statement_timeout_seconds:
+            raise ValueError(
+                "ALLEGRO_LINK_TOKEN_REFRESH_LOCK_TIMEOUT_SECONDS must be shorter than "
+                "ALLEGRO_LINK_DB_STATEMENT_TIMEOUT_SECONDS"
+            )
+        return self
+
+    @property
+    def auth_base_url(self) -> str:
+        return self.allegro_auth_url or ALLEGRO_HOSTS[self.allegro_environment][0]
+
+    @property
+    def api_base_url(self) -> str:
+        return self.allegro_api_url or ALLEGRO_HOSTS[self.allegro_environment][1]
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build settings, turning pydantic's report into one line that names each bad variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required but not set"
+        problems.append(f"{name} {message}" if field else message)
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,521 @@
+"""Valid access tokens for internal services: the one place that refreshes.
+
+Allegro rotates refresh tokens (the old one dies 60 s after first use) and kills the previous access
+token on every refresh. So, for each account:
+
+- at most one refresh at a time across all replicas: callers in one process share one in-flight
+  refresh (`_inflight`), and processes serialise on the account row (`SELECT … FOR UPDATE`) and
+  re-read it once they hold the lock, so a waiter usually finds the work already done;
+- the rotated pair is committed before anyone sees the new access token. A failed commit is retried;
+  if the database stays away the pair is kept in memory (`_unsaved`) and written as soon as it can be,
+  and the caller gets 503, never an unsaved token. Should the process die too, the old refresh token
+  stays usable for Allegro's 60 s grace, so the next refresh by any replica still works;
+- failures are classified: `invalid_grant` or a 401 for this account (confirmed by checking our own
+  client credentials) make it `relogin_required`; timeouts, 5xx, 429 and malformed answers never do;
+- waits are bounded: the Allegro call's deadline is shorter than the lock wait, which is shorter than
+  the statement timeout.
+
+This module holds the documented exception to "routes own the transaction": a refresh must commit
+the rotated token before it answers, so it manages its own transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from allegro_link.accounts.events import EventKind, record_event
+from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
+from allegro_link.accounts.service import AccountNotFound
+from allegro_link.accounts.status import effective_status
+from allegro_link.allegro.client import AllegroClient, AllegroRejected, AllegroUnavailable, TokenSet
+from allegro_link.crypto.vault import TokenVault
+from allegro_link.db import utcnow
+from allegro_link.errors import Conflict, DatabaseUnavailable, ServiceUnavailable
+from allegro_link.ops.metrics import Metrics
+from allegro_link.tokens.breaker import CredentialsBreaker, OutageBreaker
+
+log = structlog.get_logger(__name__)
+
+TABLE = "accounts"
+ACCESS_COLUMN = "access_token_ciphertext"
+REFRESH_COLUMN = "refresh_token_ciphertext"
+# A held token is still handed out during an Allegro outage if it has at least this long to live.
+SERVE_DURING_OUTAGE_MIN = timedelta(seconds=60)
+FORCED_REFRESH_INTERVAL = timedelta(seconds=10)
+COMMIT_RETRY_DELAYS = (0.05, 0.2, 0.5)
+UNSAVED_RETRY_SECONDS = 1.0
+DEFAULT_RETRY_AFTER = 5.0
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class ReloginRequired(Conflict):
+    code = "relogin_required"
+    title = "The account must be logged in again"
+
+
+class AllegroUnavailableProblem(ServiceUnavailable):
+    code = "allegro_unavailable"
+    title = "Allegro is unavailable"
+
+    def __init__(self, retry_after: float, detail: str | None = None) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            detail or "Allegro cannot issue a token right now and no valid token is held; retry later.",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    account_id: uuid.UUID
+    allegro_user_id: str | None
+    login: str | None
+    access_token: str
+    expires_at: datetime
+    scope: str | None
+    token_version: int
+    refreshed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """What a caller needs from a refresh."""
+
+    min_valid_for: timedelta
+    force: bool = False
+    seen_version: int | None = None  # forced: the version whose access token Allegro rejected
+    trigger: str = "request"
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsaved:
+    tokens: TokenSet
+    base_version: int
+    refreshed_at: datetime
+
+
+class TokenBroker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        allegro: AllegroClient,
+        vault: TokenVault,
+        metrics: Metrics,
+        *,
+        allegro_deadline_seconds: float,
+        lock_timeout_seconds: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._allegro = allegro
+        self._vault = vault
+        self._metrics = metrics
+        self._deadline = allegro_deadline_seconds
+        self._lock_timeout_ms = int(lock_timeout_seconds * 1000)
+        self._inflight: dict[uuid.UUID, asyncio.Task[IssuedToken]] = {}
+        self._unsaved: dict[uuid.UUID, _Unsaved] = {}
+        self._unsaved_task: asyncio.Task[None] | None = None
+        self.outage = OutageBreaker(metrics)
+        self.credentials = CredentialsBreaker(allegro.client_credentials_valid)
+
+    # -- public ------------------------------------------------------------------------------------
+
+    async def token(self, account_id: uuid.UUID, *, min_valid_for: timedelta) -> IssuedToken:
+        """A token valid for at least `min_valid_for`, refreshing first when needed."""
+        account = await self._read(account_id)
+        _ensure_active(account)
+        if account_id not in self._unsaved and _valid_for(account) >= min_valid_for:
+            return self._issue(account, refreshed=False)
+        return await self._coalesced(account_id, _Want(min_valid_for))
+
+    async def refresh(
+        self, account_id: uuid.UUID, *, min_valid_for: timedelta, rejected_token: str | None
+    ) -> IssuedToken:
+        """The caller's Allegro call got 401 with `rejected_token` (or it wants a refresh now)."""
+        account = await self._read(account_id)
+        _ensure_active(account)
+        if rejected_token is not None and not self._is_current(account, rejected_token):
+            # Already replaced: the stored token is the answer, refreshed only if it is itself stale.
+            if account_id not in self._unsaved and _valid_for(account) >= min_valid_for:
+                return self._issue(account, refreshed=False)
+            return await self._coalesced(account_id, _Want(min_valid_for))
+        want = _Want(min_valid_for, force=True, seen_version=account.token_version, trigger="forced")
+        return await self._coalesced(account_id, want)
+
+    async def refresh_if_due(self, account_id: uuid.UUID, due_before: datetime) -> bool:
+        """Keep-alive: refresh when the refresh token expires before `due_before`. Skips locked rows."""
+        async with self._sessionmaker() as session:
+            account = (
+                await session.execute(
+                    select(Account)
+                    .where(Account.id == account_id)
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True)
+                )
+            ).scalar_one_or_none()
+            now = utcnow()
+            if (
+                account is None
+                or effective_status(account, now).status is not AccountStatus.ACTIVE
+                or account.refresh_token_expires_at is None
+                or account.refresh_token_expires_at >= due_before
+            ):
+                return False
+            try:
+                await self._refresh_holding_lock(session, account, _Want(timedelta(0), trigger="keepalive"))
+            except (ReloginRequired, AllegroUnavailableProblem, DatabaseUnavailable):
+                return False
+            return True
+
+    async def aclose(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        if self._unsaved_task is not None:
+            self._unsaved_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._unsaved_task
+
+    # -- single flight -----------------------------------------------------------------------------
+
+    async def _coalesced(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
+        task = self._inflight.get(account_id)
+        if task is not None:
+            self._metrics.coalesced_waiters.inc()
+            issued = await asyncio.shield(task)
+            if issued.refreshed or _valid_until(issued.expires_at) >= want.min_valid_for:
+                return issued
+        task = asyncio.create_task(self._refresh_locked(account_id, want))
+        self._inflight[account_id] = task
+        task.add_done_callback(lambda done: self._forget(account_id, done))
+        # shield: a caller that disconnects must not cancel the refresh others are waiting for.
+        return await asyncio.shield(task)
+
+    def _forget(self, account_id: uuid.UUID, task: asyncio.Task[IssuedToken]) -> None:
+        if self._inflight.get(account_id) is task:
+            del self._inflight[account_id]
+        if not task.cancelled():
+            task.exception()  # mark retrieved: every waiter re-raises it
+
+    async def _refresh_locked(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
+        async with self._sessionmaker() as session:
+            started = time.perf_counter()
+            try:
+                await session.execute(text(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}"))
+                account = (
+                    await session.execute(
+                        select(Account)
+                        .where(Account.id == account_id)
+                        .with_for_update()
+                        .execution_options(populate_existing=True)
+                    )
+                ).scalar_one_or_none()
+            except DBAPIError as exc:
+                if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                    raise
+                await session.rollback()
+                log.warning("token.refresh.lock_timeout", account_id=str(account_id))
+                return await self._after_lock_timeout(account_id, want)
+            finally:
+                self._metrics.lock_wait_seconds.observe(time.perf_counter() - started)
+            if account is None:
+                raise AccountNotFound("No such account.")
+            return await self._refresh_holding_lock(session, account, want)
+
+    async def _after_lock_timeout(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
+        account = await self._read(account_id)
+        _ensure_active(account)
+        if _valid_for(account) >= want.min_valid_for and not want.force:
+            return self._issue(account, refreshed=False)
+        raise AllegroUnavailableProblem(1.0, "A refresh of this account is taking too long; retry shortly.")
+
+    # -- the refresh itself (row lock held) -------------------------------------------------------
+
+    async def _refresh_holding_lock(
+        self, session: AsyncSession, account: Account, want: _Want
+    ) -> IssuedToken:
+        now = utcnow()
+        _ensure_active(account, now)
+        unsaved = self._unsaved.pop(account.id, None)
+        if unsaved is not None and unsaved.base_version == account.token_version:
+            # A pair Allegro issued that we could not store earlier: store it now, do not refresh again.
+            base = account.token_version
+            self._apply(account, unsaved.tokens, unsaved.refreshed_at)
+            await self._commit_rotation(session, account, base, unsaved.tokens, unsaved.refreshed_at)
+            return self._issue(account, refreshed=True)
+        if self._already_done(account, want, now):
+            await _release(session, account)
+            return self._issue(account, refreshed=account.token_version != want.seen_version)
+
+        if (wait := max(self.outage.remaining(), self.credentials.remaining())) > 0:
+            await _release(session, account)
+            return self._fallback(account, want, wait)
+        assert account.refresh_token_ciphertext is not None  # noqa: S101 - active accounts hold one
+        refresh_token = self._vault.open(TABLE, account.id, REFRESH_COLUMN, account.refresh_token_ciphertext)
+        try:
+            async with asyncio.timeout(self._deadline):
+                tokens = await self._allegro.refresh(refresh_token)
+        except (AllegroUnavailable, TimeoutError) as exc:
+            retry_after = exc.retry_after if isinstance(exc, AllegroUnavailable) else None
+            self.outage.record_failure(retry_after)
+            self._metrics.refreshes.labels("unavailable", want.trigger).inc()
+            log.warning(
+                "token.refresh.unavailable", account_id=str(account.id), status=getattr(exc, "status", None)
+            )
+            await _release(session, account)
+            return self._fallback(account, want, retry_after or DEFAULT_RETRY_AFTER)
+        except AllegroRejected as exc:
+            await _release(session, account)
+            return await self._rejected(account.id, account.token_version, exc, want)
+
+        self.outage.record_success()
+        base = account.token_version
+        self._apply(account, tokens, now)
+        await self._commit_rotation(session, account, base, tokens, now)
+        self._metrics.refreshes.labels("refreshed", want.trigger).inc()
+        log.info(
+            "token.refreshed", account_id=str(account.id), version=account.token_version, trigger=want.trigger
+        )
+        return self._issue(account, refreshed=True)
+
+    def _already_done(self, account: Account, want: _Want, now: datetime) -> bool:
+        """True when the row, re-read under the lock, already satisfies the caller."""
+        if want.force:
+            if want.seen_version is not None and account.token_version != want.seen_version:
+                return True  # another caller refreshed since this one read the rejected token
+            # Forced refreshes are limited to one per 10 s: inside that window, answer with the last one.
+            return (
+                account.last_refreshed_at is not None
+                and now - account.last_refreshed_at < FORCED_REFRESH_INTERVAL
+            )
+        return _valid_for(account, now) >= want.min_valid_for
+
+    def _fallback(self, account: Account, want: _Want, retry_after: float) -> IssuedToken:
+        if account.access_token_ciphertext is not None and _valid_for(account) >= SERVE_DURING_OUTAGE_MIN:
+            return self._issue(account, refreshed=False)
+        raise AllegroUnavailableProblem(retry_after)
+
+    async def _rejected(
+        self, account_id: uuid.UUID, used_version: int, exc: AllegroRejected, want: _Want
+    ) -> IssuedToken:
+        if exc.is_unauthorized:
+            try:
+                credentials_ok = await self.credentials.credentials_valid()
+            except AllegroUnavailable as probe_failure:
+                self._metrics.refreshes.labels("unavailable", want.trigger).inc()
+                return await self._serve_or_503(
+                    account_id, want, probe_failure.retry_after or DEFAULT_RETRY_AFTER
+                )
+            if not credentials_ok:
+                # Our client secret is broken: every account would get 401. Flag none of them.
+                log.error("allegro.client_credentials_rejected")
+                self._metrics.refreshes.labels("client_unauthorized", want.trigger).inc()
+                return await self._serve_or_503(account_id, want, self.credentials.remaining())
+        elif not exc.is_invalid_grant:
+            # Some other 4xx (a malformed request on our side): not the account's fault.
+            self._metrics.refreshes.labels("unavailable", want.trigger).inc()
+            return await self._serve_or_503(account_id, want, DEFAULT_RETRY_AFTER)
+
+        async with self._sessionmaker() as session:
+            account = await session.get(Account, account_id, with_for_update=True, populate_existing=True)
+            if account is None:
+                raise AccountNotFound("No such account.")
+            if account.token_version != used_version:
+                # Another writer rotated the token between our read and Allegro's answer: its pair is
+                # the live one, and the refusal only concerned the token it replaced.
+                await _release(session, account)
+                return self._issue(account, refreshed=True)
+            now = utcnow()
+            if exc.is_unauthorized:
+                reason = ReloginReason.GRANT_REVOKED
+            elif account.refresh_token_expires_at is not None and account.refresh_token_expires_at <= now:
+                reason = ReloginReason.REFRESH_TOKEN_EXPIRED
+            else:
+                reason = ReloginReason.REFRESH_REJECTED
+            account.status = AccountStatus.RELOGIN_REQUIRED
+            account.relogin_reason = reason
+            account.status_changed_at = now
+            record_event(
+                session,
+                account,
+                EventKind.STATUS_CHANGED,
+                actor="token-broker",
+                allegro_error=exc.error,
+                allegro_status=exc.status,
+            )
+            await session.commit()
+        self._metrics.refreshes.labels("relogin_required", want.trigger).inc()
+        log.warning(
+            "token.refresh.rejected", account_id=str(account_id), reason=reason.value, status=exc.status
+        )
+        raise ReloginRequired(
+            "Allegro no longer accepts this account's tokens; log it in again.",
+            extra={"relogin_reason": reason.value},
+        )
+
+    async def _serve_or_503(self, account_id: uuid.UUID, want: _Want, retry_after: float) -> IssuedToken:
+        return self._fallback(await self._read(account_id), want, retry_after)
+
+    # -- storing a rotated pair ---------------------------------------------------------------------
+
+    def _apply(self, account: Account, tokens: TokenSet, now: datetime) -> None:
+        account.access_token_ciphertext = self._vault.seal(
+            TABLE, account.id, ACCESS_COLUMN, tokens.access_token
+        )
+        account.access_token_expires_at = tokens.access_expires_at
+        account.refresh_token_ciphertext = self._vault.seal(
+            TABLE, account.id, REFRESH_COLUMN, tokens.refresh_token
+        )
+        account.refresh_token_expires_at = tokens.refresh_expires_at
+        if tokens.scope:
+            account.scope = tokens.scope
+        account.last_refreshed_at = now
+        account.token_version += 1
+
+    async def _commit_rotation(
+        self,
+        session: AsyncSession,
+        account: Account,
+        base_version: int,
+        tokens: TokenSet,
+        refreshed_at: datetime,
+    ) -> None:
+        values = _token_columns(account)
+        try:
+            await session.commit()
+            return
+        except Exception as exc:
+            log.error("token.refresh.commit_failed", account_id=str(account.id), error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await _release(session, account)
+        for delay in COMMIT_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                stored = await self._store_if_unchanged(account.id, base_version, values)
+            except Exception as exc:
+                log.warning(
+                    "token.refresh.commit_retry_failed", account_id=str(account.id), error=type(exc).__name__
+                )
+                continue
+            if stored:
+                log.info("token.refresh.commit_retried", account_id=str(account.id))
+                return
+            # Someone else stored a newer pair meanwhile (using the old refresh token within Allegro's
+            # grace). Theirs is the live pair; ours must not be handed out.
+            raise AllegroUnavailableProblem(1.0, "The account was refreshed concurrently; retry.")
+        self._unsaved[account.id] = _Unsaved(tokens, base_version, refreshed_at)
+        self._ensure_unsaved_writer()
+        raise DatabaseUnavailable("The refreshed token could not be stored yet; retry shortly.")
+
+    async def _store_if_unchanged(
+        self, account_id: uuid.UUID, base_version: int, values: dict[str, Any]
+    ) -> bool:
+        async with self._sessionmaker.begin() as session:
+            result = await session.execute(
+                update(Account)
+                .where(Account.id == account_id, Account.token_version == base_version)
+                .values(**values)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    def _ensure_unsaved_writer(self) -> None:
+        if self._unsaved_task is None or self._unsaved_task.done():
+            self._unsaved_task = asyncio.create_task(
+                self._write_unsaved_forever(), name="token-unsaved-writer"
+            )
+
+    async def _write_unsaved_forever(self) -> None:
+        while self._unsaved:
+            await asyncio.sleep(UNSAVED_RETRY_SECONDS)
+            for account_id in list(self._unsaved):
+                try:
+                    await self._coalesced(account_id, _Want(timedelta(0), trigger="recovery"))
+                except Exception as exc:
+                    log.warning(
+                        "token.unsaved.retry_failed", account_id=str(account_id), error=type(exc).__name__
+                    )
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def _read(self, account_id: uuid.UUID) -> Account:
+        async with self._sessionmaker() as session:
+            account = await session.get(Account, account_id)
+        if account is None:
+            raise AccountNotFound("No such account.")
+        return account
+
+    def _is_current(self, account: Account, presented: str) -> bool:
+        if account.access_token_ciphertext is None:
+            return False
+        current = self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext)
+        return hmac.compare_digest(current.encode(), presented.encode())
+
+    def _issue(self, account: Account, *, refreshed: bool) -> IssuedToken:
+        if account.access_token_ciphertext is None or account.access_token_expires_at is None:
+            raise ReloginRequired("The account holds no token; log it in again.")
+        return IssuedToken(
+            account_id=account.id,
+            allegro_user_id=account.allegro_user_id,
+            login=account.login,
+            access_token=self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext),
+            expires_at=account.access_token_expires_at,
+            scope=account.scope,
+            token_version=account.token_version,
+            refreshed=refreshed,
+        )
+
+
+async def _release(session: AsyncSession, account: Account) -> None:
+    """End the transaction (and the row lock) but keep `account` readable as it is in memory."""
+    if account in session:
+        session.expunge(account)
+    await session.rollback()
+
+
+def _token_columns(account: Account) -> dict[str, Any]:
+    return {
+        "access_token_ciphertext": account.access_token_ciphertext,
+        "access_token_expires_at": account.access_token_expires_at,
+        "refresh_token_ciphertext": account.refresh_token_ciphertext,
+        "refresh_token_expires_at": account.refresh_token_expires_at,
+        "scope": account.scope,
+        "last_refreshed_at": account.last_refreshed_at,
+        "token_version": account.token_version,
+        "updated_at": utcnow(),
+    }
+
+
+def _ensure_active(account: Account, now: datetime | None = None) -> None:
+    view = effective_status(account, now or utcnow())
+    if view.status is not AccountStatus.ACTIVE:
+        raise ReloginRequired(
+            "The account must be logged in again.",
+            extra={"relogin_reason": view.reason.value if view.reason else None},
+        )
+
+
+def _valid_for(account: Account, now: datetime | None = None) -> timedelta:
+    if account.access_token_expires_at is None or account.access_token_ciphertext is None:
+        return timedelta(0)
+    return account.access_token_expires_at - (now or utcnow())
+
+
+def _valid_until(expires_at: datetime) -> timedelta:
+    return expires_at - utcnow()
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return state if isinstance(state, str) else None

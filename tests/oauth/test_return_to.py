@@ -1,0 +1,59 @@
+"""The return_to allowlist refuses every open-redirect trick."""
+
+from __future__ import annotations
+
+import pytest
+
+from allegro_link.oauth.return_to import InvalidReturnTo, ReturnToPolicy, with_query
+
+POLICY = ReturnToPolicy(["https://panel.example.com/allegro/", "http://localhost:3000/"])
+
+
+class TestReturnTo:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://panel.example.com/allegro/",
+            "https://panel.example.com/allegro/konta?tab=1",
+            "https://PANEL.example.com/allegro/x",
+            "https://panel.example.com:443/allegro/x",
+            "HTTPS://panel.example.com/allegro/x#frag",
+            "http://localhost:3000/anything",
+        ],
+    )
+    def test_allowed(self, url: str) -> None:
+        assert POLICY.check(url) == url
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "//evil.example/allegro/",
+            "https://evil.example/allegro/",
+            "https://panel.example.com@evil.example/allegro/",
+            "https://panel.example.com.evil.example/allegro/",
+            "https://evil.example\\@panel.example.com/allegro/",
+            "https://panel.example.com\\evil.example/allegro/",
+            "https://panel.example.com/allegro/%2f%2fevil.example",
+            "https://panel.example.com/allegro/../admin",
+            "https://panel.example.com/allegro/%2e%2e/admin",
+            "https://panel.example.com/other/",
+            "https://panel.example.com/allegroX/",
+            "https://panel.example.com:8443/allegro/",
+            "http://panel.example.com/allegro/",
+            "http://localhost:3001/",
+            "javascript:alert(1)//panel.example.com/allegro/",
+            "https://panel.example.com/allegro/\x00",
+            "https://panel.example.com/allegro/\nx",
+            "/allegro/relative",
+            "https://panel.example.com/allegro/" + "a" * 3000,
+        ],
+    )
+    def test_refused(self, url: str) -> None:
+        with pytest.raises(InvalidReturnTo):
+            POLICY.check(url)
+
+    def test_with_query_keeps_existing_parameters_and_fragment(self) -> None:
+        assert (
+            with_query("https://p.example/a/?x=1#top", {"allegro_link": "complete"})
+            == "https://p.example/a/?x=1&allegro_link=complete#top"
+        )

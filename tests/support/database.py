@@ -1,0 +1,82 @@
+"""The PostgreSQL the tests run on: the server at ALLEGRO_LINK_TEST_DATABASE_URL, else an embedded one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from allegro_link.embedded_pg import EmbeddedPostgres, create_database, drop_database
+from allegro_link.migrations_path import alembic_config
+from allegro_link.models import Base
+
+TEST_DATABASE_URL_VARIABLE = "ALLEGRO_LINK_TEST_DATABASE_URL"
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server: `url(db)` gives a SQLAlchemy URL for one of its databases."""
+
+    server_url: str
+    embedded: EmbeddedPostgres | None = None
+
+    def url(self, database: str) -> str:
+        return make_url(self.server_url).set(database=database).render_as_string(hide_password=False)
+
+
+async def start_server() -> AsyncIterator[PgServer]:
+    external = os.environ.get(TEST_DATABASE_URL_VARIABLE)
+    if external:
+        url = make_url(external)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+asyncpg")
+        yield PgServer(url.render_as_string(hide_password=False))
+        return
+    embedded = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="allegro-link-test-")) / "pgdata", delete_on_exit=True
+    )
+    embedded.start()
+    try:
+        yield PgServer(embedded.url("postgres"), embedded=embedded)
+    finally:
+        embedded.cleanup()
+
+
+def new_database_name(label: str) -> str:
+    return f"allegro_link_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+async def create_migrated_database(server: PgServer, name: str) -> str:
+    await create_database(server.url("postgres"), name, exist_ok=False)
+    url = server.url(name)
+    await alembic(command.upgrade, url, "head")
+    return url
+
+
+async def alembic(action: Callable[..., None], url: str, revision: str) -> None:
+    """Alembic's env.py runs its own event loop, so commands run in a worker thread."""
+    await asyncio.to_thread(action, alembic_config(url), revision)
+
+
+async def drop(server: PgServer, name: str) -> None:
+    await drop_database(server.url("postgres"), name)
+
+
+async def truncate_all(url: str) -> None:
+    """Reset every table between tests (cheap, and works for apps in other processes too)."""
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
