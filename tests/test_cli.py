@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from allegro_link.settings import parse_encryption_keys
+from tests.support.factories import ENCRYPTION_KEY
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,3 +47,57 @@ class TestCli:
         result = _run("migrate", env={"ALLEGRO_LINK_DATABASE_URL": "sqlite:///x.db"})
         assert result.returncode == 2
         assert "ALLEGRO_LINK_DATABASE_URL must use the postgresql+asyncpg driver" in result.stderr
+
+
+class TestCliWithDatabase:
+    def _env(self, database_url: str, **extra: str) -> dict[str, str]:
+        return {"ALLEGRO_LINK_DATABASE_URL": database_url, **extra}
+
+    def test_api_keys_create_list_revoke(self, database_url: str) -> None:
+        env = self._env(database_url)
+        created = _run("api-keys", "create", "--name", "orders", "--scope", "tokens:read", env=env)
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip().splitlines()[-1]
+        assert key.startswith("alk_")
+        listed = _run("api-keys", "list", env=env)
+        assert "orders" in listed.stdout
+        assert key not in listed.stdout
+        assert _run("api-keys", "revoke", "orders", env=env).returncode == 0
+        again = _run("api-keys", "revoke", "orders", env=env)
+        assert again.returncode == 1
+        assert len(again.stderr.strip().splitlines()) == 1
+
+    def test_api_key_with_unknown_scope_is_refused(self, database_url: str) -> None:
+        result = _run(
+            "api-keys", "create", "--name", "x", "--scope", "tokens:write", env=self._env(database_url)
+        )
+        assert result.returncode != 0
+
+    def test_import_legacy_is_all_or_nothing_and_rerunnable(self, database_url: str, tmp_path: Path) -> None:
+        env = self._env(database_url)
+        good = tmp_path / "legacy.csv"
+        good.write_text("owner_id,login\nowner-a,StaryLogin\nowner-b,Inny\n")
+        first = _run("accounts", "import-legacy", str(good), env=env)
+        assert first.returncode == 0, first.stderr
+        assert "imported 2" in first.stdout
+        assert "skipped 2" in _run("accounts", "import-legacy", str(good), env=env).stdout
+        bad = tmp_path / "bad.csv"
+        bad.write_text("owner_id,login\nowner-c,Dobry\n,bez-wlasciciela\n")
+        failed = _run("accounts", "import-legacy", str(bad), env=env)
+        assert failed.returncode == 1
+        assert "line 3" in failed.stderr
+
+    def test_encryption_key_rotate_reports_and_is_idempotent(self, database_url: str) -> None:
+        env = self._env(database_url, ALLEGRO_LINK_ENCRYPTION_KEYS=ENCRYPTION_KEY)
+        first = _run("encryption-key", "rotate", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "0 values re-encrypted" in first.stdout.splitlines()[-1]
+
+    def test_database_down_is_one_line(self) -> None:
+        result = _run(
+            "api-keys",
+            "list",
+            env={"ALLEGRO_LINK_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"},
+        )
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -24,6 +24,7 @@ from allegro_link.auth.owner import OwnerTokenVerifier
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import create_engine, create_sessionmaker
+from allegro_link.demo import router as demo_router
 from allegro_link.errors import install_error_handlers, problem_response
 from allegro_link.migrations_path import head_revision
 from allegro_link.oauth.flow import LinkFlow
@@ -134,6 +135,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         resources = build_resources(settings, app_metrics)
+        app.state.resources = resources  # for operators' debugging and fault-injection tests
         background = [asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions")]
         if settings.keepalive_enabled:
             background.append(
@@ -187,5 +189,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(oauth_router)
     app.include_router(tokens_router)
     app.include_router(ops_router)
+    if settings.demo_enabled:
+        app.include_router(demo_router)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
     return app

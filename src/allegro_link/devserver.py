@@ -57,6 +57,35 @@ def mint_dev_owner_jwt(settings: Settings, owner_id: str, lifetime_seconds: int 
     return jwt.encode(claims, settings.owner_jwt_secret.get_secret_value(), algorithm="HS256")
 
 
+async def _dev_api_key(settings: Settings, secrets_path: Path, stored: dict[str, str]) -> str:
+    """The dev service key kept in dev-secrets.json, created again if the database lost it."""
+    from sqlalchemy import select
+
+    from allegro_link.auth.api_keys import create_api_key, hash_api_key
+    from allegro_link.auth.models import ApiKey
+    from allegro_link.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            known = stored.get("api_key")
+            if known:
+                row = await session.scalar(
+                    select(ApiKey).where(
+                        ApiKey.secret_hash == hash_api_key(known), ApiKey.revoked_at.is_(None)
+                    )
+                )
+                if row is not None:
+                    return known
+            key = await create_api_key(
+                session, name=f"dev-{secrets.token_hex(3)}", scopes=["tokens:read", "accounts:read"]
+            )
+    finally:
+        await engine.dispose()
+    stored["api_key"] = key
+    return key
+
+
 def _start_fake_allegro(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 
@@ -119,9 +148,12 @@ def run_dev(host: str, port: int, fake_port: int) -> None:
 
     try:
         command.upgrade(alembic_config(settings.database_url.get_secret_value()), "head")
+        secrets_path = STATE_DIR / "dev-secrets.json"
+        api_key = asyncio.run(_dev_api_key(settings, secrets_path, dev_secrets))
+        secrets_path.write_text(json.dumps(dev_secrets, indent=2))
         fake_server, fake_thread = _start_fake_allegro(settings, host, fake_port)
         try:
-            _print_banner(settings, base, fake_base)
+            _print_banner(settings, base, fake_base, api_key)
             server = uvicorn.Server(
                 uvicorn.Config(
                     create_app(settings),
@@ -142,7 +174,7 @@ def run_dev(host: str, port: int, fake_port: int) -> None:
         print("allegro-link dev: stopped", file=sys.stderr)
 
 
-def _print_banner(settings: Settings, base: str, fake_base: str) -> None:
+def _print_banner(settings: Settings, base: str, fake_base: str, api_key: str) -> None:
     owner_jwt = mint_dev_owner_jwt(settings, DEV_OWNER_ID)
     lines = [
         "",
@@ -155,11 +187,16 @@ def _print_banner(settings: Settings, base: str, fake_base: str) -> None:
         f"  owner JWT ({DEV_OWNER_ID}, 7 days):",
         f"    {owner_jwt}",
         "",
+        "  service API key (tokens:read, accounts:read):",
+        f"    {api_key}",
+        "",
         "  Link an account:",
         f"    curl -s -X POST {base}/accounts/authorize -H 'Authorization: Bearer <owner JWT>' \\",
         f"         -H 'Content-Type: application/json' -d '{{\"return_to\": \"{base}/demo\"}}'",
         "    open the authorization_url, type any login, click 'Powiąż konto';",
         "    back on the return_to page, POST /oauth/complete with the link_session it carries.",
+        "  Then fetch a token as a service:",
+        f"    curl -s {base}/accounts/<account id>/token -H 'Authorization: Bearer <service API key>'",
         "",
         "  Ctrl-C stops everything.",
         "",

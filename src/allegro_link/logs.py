@@ -30,6 +30,11 @@ _QUERY_SECRET = re.compile(
     r"link_session|token|rejected_token)=)[^&\s\"';]*",
     re.IGNORECASE,
 )
+_JSON_SECRET = re.compile(
+    r"(?P<key>[\"'](?:access_token|refresh_token|code|code_verifier|client_secret|state|link_session|"
+    r"rejected_token|id_token)[\"']\s*:\s*)[\"'][^\"']*[\"']",
+    re.IGNORECASE,
+)
 _BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _API_KEY = re.compile(r"\balk_[A-Za-z0-9_-]{8,}")
 _DESCRIPTION_TOKEN = re.compile(r"(?P<key>(?:refresh|access) token(?: expired)?:\s*)\S+", re.IGNORECASE)
@@ -38,6 +43,7 @@ _DESCRIPTION_TOKEN = re.compile(r"(?P<key>(?:refresh|access) token(?: expired)?:
 def redact_text(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _QUERY_SECRET.sub(lambda m: m.group("key") + REDACTED, text)
+    text = _JSON_SECRET.sub(lambda m: m.group("key") + f'"{REDACTED}"', text)
     text = _BEARER.sub(lambda m: m.group("key") + REDACTED, text)
     text = _DESCRIPTION_TOKEN.sub(lambda m: m.group("key") + REDACTED, text)
     return _API_KEY.sub(REDACTED, text)

@@ -173,11 +173,12 @@ class TokenBroker:
                 or account.refresh_token_expires_at >= due_before
             ):
                 return False
+            want = _Want(timedelta(0), force=True, seen_version=account.token_version, trigger="keepalive")
             try:
-                await self._refresh_holding_lock(session, account, _Want(timedelta(0), trigger="keepalive"))
+                issued = await self._refresh_holding_lock(session, account, want)
             except (ReloginRequired, AllegroUnavailableProblem, DatabaseUnavailable):
                 return False
-            return True
+            return issued.refreshed
 
     async def aclose(self) -> None:
         for task in list(self._inflight.values()):
@@ -291,6 +292,8 @@ class TokenBroker:
 
     def _already_done(self, account: Account, want: _Want, now: datetime) -> bool:
         """True when the row, re-read under the lock, already satisfies the caller."""
+        if want.trigger == "keepalive":
+            return False  # refresh_if_due checked, under this same lock, that the account is due
         if want.force:
             if want.seen_version is not None and account.token_version != want.seen_version:
                 return True  # another caller refreshed since this one read the rejected token

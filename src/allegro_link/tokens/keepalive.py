@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -33,9 +33,16 @@ SWEEP_BATCH = 500
 class RateLimiter:
     """Token bucket: at most `per_minute` acquisitions a minute, evenly spaced."""
 
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._interval = 60.0 / per_minute
         self._clock = clock
+        self._sleep = sleep
         self._next = 0.0
 
     async def acquire(self) -> None:
@@ -43,7 +50,7 @@ class RateLimiter:
         wait = self._next - now
         self._next = max(now, self._next) + self._interval
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
 
 async def sweep_once(

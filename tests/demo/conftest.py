@@ -1,0 +1,96 @@
+"""The demo panel against the real service, the fake Allegro and PostgreSQL, in headless Chromium.
+
+The service runs with `demo_enabled` and `dev_mode`, so the page mints its own owner JWT (for
+`demo-owner` unless told otherwise). The page is opened at `http://localhost:PORT/demo`, the host of the
+redirect URI, so the whole journey stays on one origin. A failed test leaves a full-page screenshot in
+`test-artifacts/`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from _pytest.terminal import TerminalReporter
+
+from allegro_link.settings import Settings
+from tests.demo.browser_stack import CHROMIUM, CHROMIUM_ARGS, NOT_RUN
+from tests.support.factories import ALLOWED_RETURN, make_settings
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.fixture
+def link_settings(database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
+    """The end-to-end settings of the root conftest, with the demo on and its own address allowed back."""
+    fake_port, service_port = fake_and_service_ports
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    return make_settings(
+        database_url,
+        allegro_auth_url=fake_url,
+        allegro_api_url=fake_url,
+        redirect_uri=f"http://localhost:{service_port}/oauth/callback",
+        return_url_allowlist=f"http://localhost:{service_port}/,{ALLOWED_RETURN}",
+        allegro_read_timeout_seconds=2.0,
+        demo_enabled=True,
+        dev_mode=True,
+    )
+
+
+@pytest.fixture
+def demo_url(service_url: str, fake_and_service_ports: tuple[int, int]) -> str:
+    return f"http://localhost:{fake_and_service_ports[1]}/demo"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A fresh browser profile per test (no cookies at the fake Allegro, empty sessionStorage)."""
+    context = await browser.new_context(viewport={"width": 1200, "height": 900}, locale="pl-PL")
+    tab = await context.new_page()
+    tab.set_default_timeout(10_000)
+    try:
+        yield tab
+    finally:
+        reports = request.node.stash.get(PHASE_REPORTS, {})
+        if any(report.failed for report in reports.values()):
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])
+            await tab.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+        await context.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Kept on the item so that the page fixture's teardown knows whether the test failed.
+    report: pytest.TestReport = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+    reasons = {
+        str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for report in terminalreporter.stats.get("skipped", [])
+        if NOT_RUN in str(report.longrepr)
+    }
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("!", reason.removeprefix("Skipped: "), red=True, bold=True)
