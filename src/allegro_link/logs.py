@@ -63,6 +63,7 @@ def _redact_value(key: str, value: Any) -> Any:
 
 def redact_event(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: scrub secret-looking fields and token-looking substrings."""
+    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate of the message
     for key in list(event_dict):
         if key in ("event", "level", "timestamp", "logger", "request_id"):
             if isinstance(event_dict[key], str):
