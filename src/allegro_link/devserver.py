@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import jwt
 import uvicorn
 from alembic import command
 
 from allegro_link.app import create_app
 from allegro_link.crypto.keys import generate_key_entry
+from allegro_link.demo.owner_token import mint_owner_jwt
 from allegro_link.embedded_pg import EmbeddedPostgres
 from allegro_link.logs import configure_logging
 from allegro_link.migrations_path import alembic_config
@@ -43,18 +42,6 @@ def _dev_secrets(path: Path) -> dict[str, str]:
     path.write_text(json.dumps(values, indent=2))
     path.chmod(0o600)
     return values
-
-
-def mint_dev_owner_jwt(settings: Settings, owner_id: str, lifetime_seconds: int = 7 * 86400) -> str:
-    if settings.owner_jwt_secret is None:
-        raise RuntimeError("dev tokens need ALLEGRO_LINK_OWNER_JWT_SECRET")
-    now = int(time.time())
-    claims: dict[str, Any] = {"sub": owner_id, "iat": now, "exp": now + lifetime_seconds}
-    if settings.owner_jwt_issuer:
-        claims["iss"] = settings.owner_jwt_issuer
-    if settings.owner_jwt_audience:
-        claims["aud"] = settings.owner_jwt_audience
-    return jwt.encode(claims, settings.owner_jwt_secret.get_secret_value(), algorithm="HS256")
 
 
 async def _dev_api_key(settings: Settings, secrets_path: Path, stored: dict[str, str]) -> str:
@@ -175,7 +162,7 @@ def run_dev(host: str, port: int, fake_port: int) -> None:
 
 
 def _print_banner(settings: Settings, base: str, fake_base: str, api_key: str) -> None:
-    owner_jwt = mint_dev_owner_jwt(settings, DEV_OWNER_ID)
+    owner_jwt = mint_owner_jwt(settings, DEV_OWNER_ID, lifetime_seconds=7 * 86400).token
     lines = [
         "",
         "allegro-link dev is starting",

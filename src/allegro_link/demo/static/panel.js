@@ -313,8 +313,7 @@
   function showOwner(token) {
     const owner = token ? ownerOf(token) : "";
     byId("owner-name").textContent = owner;
-    byId("owner-status").hidden = !token;
-    byId("forget-token").hidden = devMode || !token;
+    byId("owner-status").hidden = devMode || !token;
     byId("jwt-form").hidden = devMode || Boolean(token);
     byId("dev-owner-form").hidden = !devMode;
     byId("owner-id").value = devMode ? owner || DEFAULT_OWNER : "";
