@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit openapi clean
+.PHONY: dev test lint typecheck unit openapi bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# Not part of `make test`: about 15 minutes of load on this machine. Needs PostgreSQL at 127.0.0.1:5432
+# (or BENCH_PG_URL) and wrk (installed with apt-get when missing). Writes docs/performance.md.
+bench: $(STAMP)
+	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 openapi: $(STAMP)
 	$(BIN)/allegro-link openapi > openapi/openapi.json

@@ -151,6 +151,59 @@ def error_responses(*problems: type[Problem]) -> dict[int | str, dict[str, Any]]
     return responses
 
 
+# Responses every operation may give whatever its route says: the request guards (NUL bytes, a body
+# that is not JSON, one over the size limit) and a database that cannot be reached.
+_COMMON_RESPONSES = {
+    "400": "Bad request (a NUL byte in the URL, or a body that is not JSON)",
+    "413": "Request body too large",
+    "503": "Database unavailable",
+}
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document describe what the handlers send.
+
+    FastAPI documents error models under `application/json` and 422 as its own `HTTPValidationError`;
+    every error here is `application/problem+json` (422 with the `errors` list). Also adds the
+    responses the middleware and the database handlers give on any operation (see `_COMMON_RESPONSES`).
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    validation = ValidationProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(validation.pop("$defs", {}))
+    schemas[ValidationProblemDetails.__name__] = validation
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    problem = {"schema": {"$ref": f"#/components/schemas/{ProblemDetails.__name__}"}}
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                if int(status) < 400:
+                    continue
+                content = response.get("content", {})
+                schema = content.get("application/json", {}).get("schema") or problem["schema"]
+                response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": schema}}
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Invalid request",
+                    "content": {
+                        PROBLEM_CONTENT_TYPE: {
+                            "schema": {"$ref": f"#/components/schemas/{ValidationProblemDetails.__name__}"}
+                        }
+                    },
+                }
+            common = dict(_COMMON_RESPONSES)
+            if "requestBody" not in operation:
+                del common["413"]
+            if "ops" in operation.get("tags", ()):
+                del common["503"]  # no database behind them (readyz documents its own 503)
+            for status, description in common.items():
+                responses.setdefault(
+                    status, {"description": description, "content": {PROBLEM_CONTENT_TYPE: problem}}
+                )
+    return document
+
+
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthenticated", "Authentication required"),
@@ -218,19 +271,25 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "Internal error", "An unexpected error occurred.")
 
 
+# SQLSTATE classes that mean "the database is not available", whatever the statement: 08 connection
+# exceptions (e.g. 08003 when the server drops a connection it is still setting up, during a restart),
+# 53 insufficient resources (too many connections), 57 operator intervention (statement_timeout 57014,
+# shutdown 57P01..57P03).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for failures that mean "the database is not reachable", not "the query is wrong"."""
     if isinstance(exc, (PoolTimeoutError, InterfaceError)):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError) or _is_cancelled_statement(exc)
+        return exc.connection_invalidated or isinstance(exc, OperationalError) or _is_unavailable_state(exc)
     return isinstance(exc, (ConnectionError, OSError, TimeoutError))
 
 
-def _is_cancelled_statement(exc: DBAPIError) -> bool:
-    # statement_timeout (57014) and server shutdown (57P01..57P03) are availability problems.
+def _is_unavailable_state(exc: DBAPIError) -> bool:
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith("57")
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
 
 
 async def _handle_dbapi_error(request: Request, exc: Exception) -> JSONResponse:
@@ -240,6 +299,15 @@ async def _handle_dbapi_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json, and document it so in the OpenAPI document."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(Problem, _handle_problem)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)

@@ -183,3 +183,153 @@ class TestMe:
         allegro.get(f"{API}/me").respond(401, json={"error": "invalid_token"})
         with pytest.raises(AllegroRejected):
             await client.me("access")
+
+
+class _Pauses:
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@pytest.fixture
+def pauses() -> _Pauses:
+    return _Pauses()
+
+
+@pytest.fixture
+async def retrying(pauses: _Pauses) -> AsyncIterator[AllegroClient]:
+    async with httpx.AsyncClient() as http:
+        yield AllegroClient(
+            http,
+            auth_base_url=AUTH,
+            api_base_url=API,
+            client_id="cid",
+            client_secret="csecret",
+            redirect_uri=REDIRECT,
+            retry_backoff=(0.2, 0.6),
+            sleep=pauses,
+        )
+
+
+NOT_SENT = [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow connect"), httpx.PoolTimeout("busy")]
+MAYBE_SENT = [
+    httpx.ReadTimeout("slow answer"),
+    httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    httpx.ReadError("connection reset by peer"),
+    httpx.WriteError("broken pipe"),
+]
+
+
+class TestRetries:
+    """Retried only when safe: a token request only if it never left us, /me (a read) also after it did."""
+
+    @pytest.mark.parametrize("failure", NOT_SENT, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize("grant", ["refresh", "exchange"])
+    async def test_token_requests_that_never_left_are_retried_with_jittered_backoff(
+        self,
+        retrying: AllegroClient,
+        allegro: respx.MockRouter,
+        pauses: _Pauses,
+        failure: Exception,
+        grant: str,
+    ) -> None:
+        route = allegro.post(f"{AUTH}/auth/oauth/token").mock(
+            side_effect=[failure, failure, httpx.Response(200, json=_token_body())]
+        )
+        call = retrying.refresh("r") if grant == "refresh" else retrying.exchange_code("c", "v" * 64)
+        tokens = await call
+        assert tokens.allegro_user_id == "1234"
+        assert route.call_count == 3
+        assert len(pauses.seconds) == 2
+        assert 0 <= pauses.seconds[0] <= 0.2 and 0 <= pauses.seconds[1] <= 0.6
+        bodies = {call.request.content for call in route.calls}
+        assert len(bodies) == 1  # the very same request each time
+
+    @pytest.mark.parametrize("failure", MAYBE_SENT, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize("grant", ["refresh", "exchange"])
+    async def test_token_requests_that_may_have_reached_allegro_are_never_resent(
+        self,
+        retrying: AllegroClient,
+        allegro: respx.MockRouter,
+        pauses: _Pauses,
+        failure: Exception,
+        grant: str,
+    ) -> None:
+        route = allegro.post(f"{AUTH}/auth/oauth/token").mock(side_effect=[failure])
+        call = retrying.refresh("r") if grant == "refresh" else retrying.exchange_code("c", "v" * 64)
+        with pytest.raises(AllegroUnavailable):
+            await call
+        assert route.call_count == 1
+        assert pauses.seconds == []
+
+    @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+    async def test_token_requests_answered_with_an_error_are_not_resent(
+        self, retrying: AllegroClient, allegro: respx.MockRouter, status: int
+    ) -> None:
+        route = allegro.post(f"{AUTH}/auth/oauth/token").respond(status, text="<html>busy</html>")
+        with pytest.raises(AllegroUnavailable):
+            await retrying.refresh("r")
+        assert route.call_count == 1
+
+    async def test_retries_are_bounded(
+        self, retrying: AllegroClient, allegro: respx.MockRouter, pauses: _Pauses
+    ) -> None:
+        route = allegro.post(f"{AUTH}/auth/oauth/token").mock(side_effect=httpx.ConnectError("refused"))
+        with pytest.raises(AllegroUnavailable):
+            await retrying.refresh("r")
+        assert route.call_count == 3
+        assert len(pauses.seconds) == 2
+
+    async def test_no_retry_once_the_budget_is_spent(
+        self, retrying: AllegroClient, allegro: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("allegro_link.allegro.client.RETRY_BUDGET_SECONDS", 0.0)
+        route = allegro.post(f"{AUTH}/auth/oauth/token").mock(side_effect=httpx.ConnectError("refused"))
+        with pytest.raises(AllegroUnavailable):
+            await retrying.refresh("r")
+        assert route.call_count == 1
+
+    async def test_the_pauses_are_jittered(self, pauses: _Pauses) -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda request: httpx.Response(503))
+        ) as http:
+            client = AllegroClient(
+                http,
+                auth_base_url=AUTH,
+                api_base_url=API,
+                client_id="cid",
+                client_secret="csecret",
+                redirect_uri=REDIRECT,
+                sleep=pauses,
+            )
+            for _ in range(10):
+                with pytest.raises(AllegroUnavailable):
+                    await client.me("access")
+        assert len(pauses.seconds) == 20
+        assert len(set(pauses.seconds)) == 20  # full jitter: no two callers wait in lockstep
+
+    @pytest.mark.parametrize(
+        "first",
+        [*NOT_SENT, *MAYBE_SENT, httpx.Response(503), httpx.Response(502, text="<html>")],
+        ids=lambda e: type(e).__name__ if isinstance(e, Exception) else str(e.status_code),
+    )
+    async def test_me_is_a_read_and_is_retried_after_any_transient_failure(
+        self, retrying: AllegroClient, allegro: respx.MockRouter, first: Exception | httpx.Response
+    ) -> None:
+        route = allegro.get(f"{API}/me").mock(
+            side_effect=[first, httpx.Response(200, json={"id": "1234", "login": "Sprzedawca"})]
+        )
+        user = await retrying.me("access")
+        assert user.login == "Sprzedawca"
+        assert route.call_count == 2
+
+    @pytest.mark.parametrize("status", [401, 403, 429])
+    async def test_me_refusals_and_rate_limits_are_not_retried(
+        self, retrying: AllegroClient, allegro: respx.MockRouter, status: int
+    ) -> None:
+        route = allegro.get(f"{API}/me").respond(status, json={"error": "x"})
+        with pytest.raises((AllegroRejected, AllegroUnavailable)):
+            await retrying.me("access")
+        assert route.call_count == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -144,6 +145,20 @@ class TestFaults:
 
         with pytest.raises(httpx.RemoteProtocolError):
             await exchange(http, await get_code(http))
+
+    async def test_truncate_processes_the_call_but_cuts_the_answer(self, http: httpx.AsyncClient) -> None:
+        tokens = await tokens_for(http)
+        await add_fault(http, endpoint="token", kind="truncate")
+
+        cut = await refresh(http, tokens["refresh_token"])
+
+        assert cut.status_code == 200
+        with pytest.raises(json.JSONDecodeError):
+            cut.json()
+        assert cut.content and b"access_token" in cut.content[:40]
+        # The refresh happened: the old access token is dead, the old refresh token in its grace.
+        assert (await me(http, tokens["access_token"])).status_code == 401
+        assert (await refresh(http, tokens["refresh_token"])).status_code == 200
 
     async def test_faults_queue_up_in_order_and_can_be_cleared(self, http: httpx.AsyncClient) -> None:
         tokens = await tokens_for(http)

@@ -46,6 +46,36 @@ class TestReturnTo:
             "https://panel.example.com/allegro/\nx",
             "/allegro/relative",
             "https://panel.example.com/allegro/" + "a" * 3000,
+            # percent-encoding and backslash variants
+            "https://panel.example.com%2f@evil.example/allegro/",
+            "https:/\\evil.example/allegro/",
+            "/\\evil.example/allegro/",
+            "https://panel.example.com/allegro/%5c%5cevil.example",
+            "https://panel.example.com/allegro/..%2fadmin",
+            "https://panel.example.com/allegro/%2E%2E/admin",
+            # scheme tricks
+            "https:evil.example/allegro/",
+            "https:///evil.example/allegro/",
+            "ht\ttps://panel.example.com/allegro/",
+            "data:text/html,panel.example.com/allegro/",
+            # host tricks: look-alikes, NFKC characters urlsplit refuses, fragments and queries before
+            # the path, user information hidden behind a port
+            "https://p\u0430nel.example.com/allegro/",
+            "https://panel\u3002example\u3002com/allegro/",
+            "https://panel.example.com\uff0fallegro/",
+            "https://panel.example.com\ufe6bevil.example/allegro/",
+            "https://[panel.example.com/allegro/",
+            "https://panel.example.com#@evil.example/allegro/",
+            "https://evil.example?https://panel.example.com/allegro/",
+            "https://panel.example.com:443@evil.example/allegro/",
+            "http://localhost:3000.evil.example/",
+            "http://127.0.0.1:3000/",
+            # case and port tricks
+            "https://panel.example.com/ALLEGRO/",
+            "https://panel.example.com/allegro",
+            "https://panel.example.com:80/allegro/",
+            "https://panel.example.com:99999/allegro/",
+            "https://panel.example.com:-1/allegro/",
         ],
     )
     def test_refused(self, url: str) -> None:

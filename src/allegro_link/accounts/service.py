@@ -17,6 +17,7 @@ from allegro_link.accounts.models import Account, AccountStatus
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
 from allegro_link.errors import BadRequest, NotFound
+from allegro_link.oauth.models import LinkSession
 
 
 class AccountNotFound(NotFound):
@@ -92,6 +93,12 @@ async def list_accounts(
 
 async def delete_account(session: AsyncSession, account_id: uuid.UUID, owner_id: str, *, actor: str) -> None:
     """Delete the account and with it its tokens; the event log keeps a record."""
+    # Lock order: the account's link sessions, then the account, as /oauth/complete takes them. The
+    # delete cascades to those link sessions; locking the account first could deadlock with a re-login
+    # being completed at the same moment.
+    await session.execute(
+        select(LinkSession.id).where(LinkSession.account_id == account_id).with_for_update()
+    )
     account = await get_account(session, account_id, owner_id, for_update=True)
     record_event(session, account, EventKind.DELETED, actor=actor)
     await session.execute(delete(Account).where(Account.id == account.id))

@@ -9,25 +9,44 @@ an `AllegroUser`, or one of two errors that say what to do next:
 - `AllegroRejected`: Allegro refused this request (`invalid_grant`, 401, other 4xx). For a refresh, that
   is the account's (or, if every account gets it, the client secret's) problem.
 
-Exchanges and refreshes are never retried here: a request that may have reached Allegro has consumed
-its code or rotated its refresh token, and a blind retry would turn a recoverable hiccup into a lost grant.
+Retries are bounded (`RETRY_BACKOFF_SECONDS`, full jitter, within `RETRY_BUDGET_SECONDS`) and only made
+when they are safe. An exchange or a refresh that may have reached Allegro is never re-sent: it has
+consumed its code or rotated its refresh token, and a blind retry would turn a recoverable hiccup into a
+lost grant (and a second refresh kills the access token the first one issued). So token requests are
+retried only when they provably never left this process: the connection could not be opened
+(`ConnectError`, `ConnectTimeout`) or no pooled connection became free (`PoolTimeout`). `GET /me` is a
+read, so it is also retried after timeouts, dropped connections and 5xx. A 429 is never retried here:
+Allegro asks us to wait, and the token broker's breaker does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import jwt
+import structlog
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 
 ALLEGRO_MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_RETRY_AFTER_SECONDS = 300.0
+# Upper bounds of the (fully jittered) pauses before the 2nd and 3rd attempt.
+RETRY_BACKOFF_SECONDS = (0.2, 0.6)
+# No new attempt starts this long after the first one did (the callback has a browser waiting).
+RETRY_BUDGET_SECONDS = 4.0
+# Failures that prove the request never reached Allegro: safe to retry even for a token request.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +118,13 @@ class AllegroClient:
         client_id: str,
         client_secret: str,
         redirect_uri: str,
+        retry_backoff: Sequence[float] = RETRY_BACKOFF_SECONDS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = http
+        self._retry_backoff = tuple(retry_backoff)
+        self._sleep = sleep
+        self._jitter = random.SystemRandom()
         self._auth_base_url = auth_base_url.rstrip("/")
         self._api_base_url = api_base_url.rstrip("/")
         self._client_auth = ClientAuth(client_id, client_secret, "client_secret_basic")
@@ -158,6 +182,7 @@ class AllegroClient:
             operation,
             "GET",
             f"{self._api_base_url}/me",
+            idempotent=True,
             headers={"Authorization": f"Bearer {access_token}", "Accept": ALLEGRO_MEDIA_TYPE},
         )
         payload = _json_object(response, operation)
@@ -173,23 +198,52 @@ class AllegroClient:
         response = await self._send(operation, "POST", url, headers=headers, content=body)
         return _token_set(_json_object(response, operation), operation, response.status_code)
 
-    async def _send(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self, operation: str, method: str, url: str, *, idempotent: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One call, retried when that is safe (module docstring); raises the last attempt's error."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(operation, method, url, **kwargs)
+            except _Retryable as failure:
+                if not (failure.not_sent or idempotent) or attempt >= len(self._retry_backoff):
+                    raise failure.error from None
+                pause = self._jitter.uniform(0, self._retry_backoff[attempt])
+                if time.monotonic() - started + pause > RETRY_BUDGET_SECONDS:
+                    raise failure.error from None
+                attempt += 1
+                log.info(
+                    "allegro.retry",
+                    operation=operation,
+                    attempt=attempt + 1,
+                    reason=failure.reason,
+                    pause_ms=round(pause * 1000),
+                )
+                await self._sleep(pause)
+
+    async def _attempt(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise AllegroUnavailable("Allegro timed out", operation=operation) from None
         except httpx.HTTPError as exc:
-            raise AllegroUnavailable(
-                f"cannot reach Allegro ({type(exc).__name__})", operation=operation
-            ) from None
+            reason = type(exc).__name__
+            message = (
+                "Allegro timed out" if isinstance(exc, httpx.TimeoutException) else "cannot reach Allegro"
+            )
+            unavailable = AllegroUnavailable(f"{message} ({reason})", operation=operation)
+            raise _Retryable(unavailable, reason, not_sent=isinstance(exc, _NOT_SENT)) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise AllegroUnavailable(
+            unavailable = AllegroUnavailable(
                 f"Allegro answered {status}",
                 operation=operation,
                 status=status,
                 retry_after=_retry_after(response),
             )
+            if status == 429:
+                raise unavailable  # Allegro asks us to wait: the broker's breaker does, not a retry
+            raise _Retryable(unavailable, str(status))
         if status >= 400:
             error = _oauth_error(response)
             raise AllegroRejected(
@@ -199,6 +253,16 @@ class AllegroClient:
                 error=error,
             )
         return response
+
+
+class _Retryable(Exception):
+    """A failed attempt that may be retried: always when `not_sent`, else only an idempotent call."""
+
+    def __init__(self, error: AllegroUnavailable, reason: str, *, not_sent: bool = False) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+        self.not_sent = not_sent
 
 
 def _json_object(response: httpx.Response, operation: str) -> dict[str, Any]:

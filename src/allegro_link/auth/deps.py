@@ -25,9 +25,10 @@ Principal = OwnerPrincipal | ServicePrincipal
 _bearer = HTTPBearer(auto_error=False, description="An owner JWT, or a service API key (alk_…)")
 
 
-async def _caller(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthenticated("Send an owner JWT or a service API key as a Bearer token.")
     token = credentials.credentials
@@ -43,19 +44,25 @@ async def _caller(
     return owner
 
 
-async def _owner(caller: Annotated[Principal, Depends(_caller)]) -> OwnerPrincipal:
+# Each role is one dependency that authenticates and then checks the role itself, rather than a
+# dependency on a shared "caller" dependency: the token endpoint is on every internal call to
+# Allegro, and each dependency level costs FastAPI a resolution step per request.
+async def _owner(request: Request, credentials: Credentials) -> OwnerPrincipal:
+    caller = await _authenticate(request, credentials)
     if not isinstance(caller, OwnerPrincipal):
         raise Forbidden("This endpoint is for account owners.")
     return caller
 
 
-async def _account_reader(caller: Annotated[Principal, Depends(_caller)]) -> Principal:
+async def _account_reader(request: Request, credentials: Credentials) -> Principal:
+    caller = await _authenticate(request, credentials)
     if isinstance(caller, ServicePrincipal) and not caller.has_scope(SCOPE_ACCOUNTS_READ):
         raise Forbidden(f"The API key lacks the {SCOPE_ACCOUNTS_READ} scope.")
     return caller
 
 
-async def _token_reader(caller: Annotated[Principal, Depends(_caller)]) -> ServicePrincipal:
+async def _token_reader(request: Request, credentials: Credentials) -> ServicePrincipal:
+    caller = await _authenticate(request, credentials)
     if not isinstance(caller, ServicePrincipal):
         raise Forbidden("Owners never read tokens; this endpoint is for internal services.")
     if not caller.has_scope(SCOPE_TOKENS_READ):

@@ -13,7 +13,7 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
   `Unauthorized`, their access tokens 401 `invalid_token` on `/me`. A new authorization works again.
 - `POST /__fake__/users/{login}/expire` `{"what": "access"|"refresh"|"both"}` → 200
   `{"expired": {"access": n, "refresh": n}}`: the user's unexpired tokens expire now (fake clock).
-- `POST /__fake__/faults` `{"endpoint": "token"|"me", "kind": "status"|"timeout"|"delay"|"reset",
+- `POST /__fake__/faults` `{"endpoint": "token"|"me", "kind": "status"|"timeout"|"delay"|"reset"|"truncate",
   "status": 503, "count": 1, "delay_seconds": float?, "retry_after": int?}` → 201 `{"pending": {...}}`.
   The next `count` calls to that endpoint fail that way; faults queue up in order.
   - `status`: answer that status: 502/503/504 with an HTML body (like a load balancer), 429 with
@@ -24,6 +24,8 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
   - `reset`: over real HTTP the connection is aborted without any response. In-process
     (httpx.ASGITransport) `httpx.RemoteProtocolError` is raised instead, which is what httpx raises for
     a dropped connection.
+  - `truncate`: the call is processed normally (a refresh rotates the tokens), but only the first half
+    of the answer's body is sent: truncated JSON, as when a proxy cuts the response short.
 
   Faulted calls count in the stats.
 - `DELETE /__fake__/faults` → 204, drops pending faults.
@@ -101,7 +103,7 @@ class ExpireIn(_Body):
 
 class FaultIn(_Body):
     endpoint: Literal["token", "me"]
-    kind: Literal["status", "timeout", "delay", "reset"]
+    kind: Literal["status", "timeout", "delay", "reset", "truncate"]
     status: Annotated[int, Field(ge=400, le=599)] = 503
     count: Annotated[int, Field(ge=1, le=10_000)] = 1
     delay_seconds: Annotated[float | None, Field(ge=0, le=600)] = None

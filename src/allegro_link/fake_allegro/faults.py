@@ -18,7 +18,7 @@ from fastapi import Request, Response
 from allegro_link.fake_allegro.responses import ALLEGRO_JSON, OAUTH_JSON, json_response
 
 FaultEndpoint = Literal["token", "me"]
-FaultKind = Literal["status", "timeout", "delay", "reset"]
+FaultKind = Literal["status", "timeout", "delay", "reset", "truncate"]
 
 # A key the app's outermost layer adds to each HTTP scope: uvicorn's per-request object, which
 # holds the connection's transport. Starlette wraps `send`, so a route cannot reach it otherwise.
@@ -74,6 +74,8 @@ class FaultQueue:
 
 async def apply_fault(fault: Fault, endpoint: FaultEndpoint, request: Request) -> Response | None:
     """Play a fault. None means: go on and answer normally (after the delay, if any)."""
+    if fault.kind == "truncate":
+        return None  # processed normally; `damaged` then cuts the answer
     if fault.kind in ("timeout", "delay"):
         # Real time, not the fake clock: the point is to make the client's own timeout fire.
         # The call is then processed anyway, like a request that reached Allegro but whose answer
@@ -85,6 +87,23 @@ async def apply_fault(fault: Fault, endpoint: FaultEndpoint, request: Request) -
         # Only reached over real HTTP, where the connection is already gone and uvicorn drops this.
         return Response(status_code=500)
     return _status_response(fault, endpoint)
+
+
+def damaged(fault: Fault | None, response: Response) -> Response:
+    """A "truncate" fault: the call was processed (a refresh did rotate), but the answer arrives cut off
+    halfway through its body, as when a proxy drops the end of a response."""
+    if fault is None or fault.kind != "truncate":
+        return response
+    body = bytes(response.body)
+    headers = {
+        k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+    }
+    return Response(
+        body[: len(body) // 2],
+        status_code=response.status_code,
+        media_type=response.media_type,
+        headers=headers,
+    )
 
 
 def _status_response(fault: Fault, endpoint: FaultEndpoint) -> Response:

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from allegro_link.fake_allegro.faults import apply_fault
+from allegro_link.fake_allegro.faults import apply_fault, damaged
 from allegro_link.fake_allegro.responses import ALLEGRO_JSON, OAUTH_JSON, json_response
 from allegro_link.fake_allegro.store import FakeStore
 
@@ -26,7 +26,7 @@ def api_router(store: FakeStore, required_scope: str | None) -> APIRouter:
         response = _me(store, request, required_scope)
         # API responses carry a Trace-Id (support asks for it); the token endpoint's do not.
         response.headers["Trace-Id"] = uuid.uuid4().hex
-        return response
+        return damaged(fault, response)
 
     return router
 

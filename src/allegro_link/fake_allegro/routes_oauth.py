@@ -16,7 +16,7 @@ from allegro_link.fake_allegro.authorize import (
     AuthorizeRequest,
     parse_authorize,
 )
-from allegro_link.fake_allegro.faults import apply_fault
+from allegro_link.fake_allegro.faults import apply_fault, damaged
 from allegro_link.fake_allegro.models import InvalidGrant, IssuedTokens, Unauthorized
 from allegro_link.fake_allegro.responses import (
     NO_STORE,
@@ -136,14 +136,17 @@ class OAuthRoutes:
     async def token(self, request: Request) -> Response:
         """The token endpoint: authorization_code and refresh_token grants."""
         params = await read_form(request)
-        grant_type = params.get("grant_type")
         # Counted on arrival, so calls that a fault then fails still show in the stats.
-        self.store.count_token_call(grant_type, params.get("refresh_token"))
+        self.store.count_token_call(params.get("grant_type"), params.get("refresh_token"))
         fault = self.store.take_fault("token")
         if fault is not None:
             faulted = await apply_fault(fault, "token", request)
             if faulted is not None:
                 return faulted
+        return damaged(fault, self._grant(request, params))
+
+    def _grant(self, request: Request, params: dict[str, str]) -> Response:
+        grant_type = params.get("grant_type")
         client_id, public = _authenticate(
             self.store, request.headers.get("authorization"), params, grant_type
         )

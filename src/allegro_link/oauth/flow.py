@@ -126,7 +126,10 @@ class LinkFlow:
     ) -> StartedLink:
         checked_return_to = self._return_to.check(return_to)
         if account_id is not None:
-            await get_account(session, account_id, owner_id)  # 404 for another owner's account
+            # 404 for another owner's account. Locked until this transaction commits, so that a delete
+            # running meanwhile either finishes first (404 here) or waits and then cascades to the new
+            # link session, instead of failing our insert on its foreign key (a 500).
+            await get_account(session, account_id, owner_id, for_update=True)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43-128
         now = utcnow()

@@ -53,7 +53,12 @@ class ReturnToPolicy:
         """The URL unchanged when allowed; `InvalidReturnTo` otherwise."""
         if len(return_to) > MAX_RETURN_TO_LENGTH or _FORBIDDEN.search(return_to):
             raise InvalidReturnTo("return_to contains characters that are not allowed.")
-        parts = urlsplit(return_to)
+        try:
+            parts = urlsplit(return_to)
+        except ValueError:
+            # urlsplit refuses some hosts outright (a bracket without its pair, characters that NFKC
+            # turns into '/', '?', '#' or '@'): nothing a browser should be sent to.
+            raise InvalidReturnTo("return_to is not a valid URL.") from None
         if "@" in parts.netloc or parts.username is not None:
             raise InvalidReturnTo("return_to must not contain user information.")
         if _DOT_SEGMENT.search(parts.path):

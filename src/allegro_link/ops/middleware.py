@@ -20,6 +20,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 _NUL = re.compile(rb"%00|\x00")
 MAX_BODY_BYTES = 64 * 1024
+# uvicorn's httptools parser accepts headers of any size; nothing we serve needs more than this (an
+# owner JWT is the largest header, and 8 KB is its own limit in auth/deps.py).
+MAX_HEADER_BYTES = 16 * 1024
 
 log = structlog.get_logger("allegro_link.http")
 
@@ -29,6 +32,9 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        # prometheus_client's `labels()` validates and locks on every call; label sets are few (route
+        # templates, not paths), so each one's children are looked up once and kept.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,8 +65,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            counter, histogram = self._metric_children(method, route, status)
+            counter.inc()
+            histogram.observe(elapsed)
             log.info(
                 "http.request",
                 method=method,
@@ -70,6 +77,17 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+
+    def _metric_children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.request_seconds.labels(method, route),
+            )
+            self._children[key] = children
+        return children
 
 
 class BodyTooLarge(Exception):
@@ -94,7 +112,9 @@ def _reject_input(scope: Scope, max_body_bytes: int) -> Any:
     raw_path = scope.get("raw_path") or scope["path"].encode()
     if _NUL.search(raw_path) or _NUL.search(scope.get("query_string", b"")):
         return problem_response(400, "bad_request", "Bad request", "NUL bytes are not accepted.")
+    header_bytes = 0
     for name, value in scope["headers"]:
+        header_bytes += len(name) + len(value)
         if name == b"content-length":
             try:
                 length = int(value)
@@ -107,6 +127,13 @@ def _reject_input(scope: Scope, max_body_bytes: int) -> Any:
                     "Request body too large",
                     f"Bodies are limited to {max_body_bytes} bytes.",
                 )
+    if header_bytes > MAX_HEADER_BYTES:
+        return problem_response(
+            431,
+            "headers_too_large",
+            "Request header fields too large",
+            f"Headers are limited to {MAX_HEADER_BYTES} bytes in all.",
+        )
     return None
 
 

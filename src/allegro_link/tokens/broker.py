@@ -32,9 +32,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link.accounts.events import EventKind, record_event
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
@@ -59,6 +59,9 @@ COMMIT_RETRY_DELAYS = (0.05, 0.2, 0.5)
 UNSAVED_RETRY_SECONDS = 1.0
 DEFAULT_RETRY_AFTER = 5.0
 LOCK_NOT_AVAILABLE = "55P03"
+# Every column of the row, to build a detached Account from (see `_read`). Built once: SQLAlchemy
+# memoises a statement's cache key, so reusing it skips rebuilding and re-keying it per request.
+_ACCOUNT_ROW = select(*Account.__table__.columns).where(Account.id == bindparam("account_id"))
 
 
 class ReloginRequired(Conflict):
@@ -119,6 +122,9 @@ class TokenBroker:
         lock_timeout_seconds: float,
     ) -> None:
         self._sessionmaker = sessionmaker
+        engine = sessionmaker.kw["bind"]
+        # Same pool as the sessions; reads need no transaction.
+        self._reader: AsyncEngine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._allegro = allegro
         self._vault = vault
         self._metrics = metrics
@@ -253,8 +259,9 @@ class TokenBroker:
             # A pair Allegro issued that we could not store earlier: store it now, do not refresh again.
             base = account.token_version
             self._apply(account, unsaved.tokens, unsaved.refreshed_at)
+            issued = self._issue(account, refreshed=True)  # first: a failed commit expires `account`
             await self._commit_rotation(session, account, base, unsaved.tokens, unsaved.refreshed_at)
-            return self._issue(account, refreshed=True)
+            return issued
         if self._already_done(account, want, now):
             await _release(session, account)
             return self._issue(account, refreshed=account.token_version != want.seen_version)
@@ -283,12 +290,18 @@ class TokenBroker:
         self.outage.record_success()
         base = account.token_version
         self._apply(account, tokens, now)
+        # Built before the commit: a commit that fails on a dead connection expires `account`, and its
+        # attributes can then no longer be read (the retries below use the values captured here).
+        issued = self._issue(account, refreshed=True)
         await self._commit_rotation(session, account, base, tokens, now)
         self._metrics.refreshes.labels("refreshed", want.trigger).inc()
         log.info(
-            "token.refreshed", account_id=str(account.id), version=account.token_version, trigger=want.trigger
+            "token.refreshed",
+            account_id=str(issued.account_id),
+            version=issued.token_version,
+            trigger=want.trigger,
         )
-        return self._issue(account, refreshed=True)
+        return issued
 
     def _already_done(self, account: Account, want: _Want, now: datetime) -> bool:
         """True when the row, re-read under the lock, already satisfies the caller."""
@@ -394,30 +407,32 @@ class TokenBroker:
         tokens: TokenSet,
         refreshed_at: datetime,
     ) -> None:
+        # Read before the commit: if it fails, the session expires `account` (see the caller).
+        account_id = account.id
         values = _token_columns(account)
         try:
             await session.commit()
             return
         except Exception as exc:
-            log.error("token.refresh.commit_failed", account_id=str(account.id), error=type(exc).__name__)
+            log.error("token.refresh.commit_failed", account_id=str(account_id), error=type(exc).__name__)
             with contextlib.suppress(Exception):
                 await _release(session, account)
         for delay in COMMIT_RETRY_DELAYS:
             await asyncio.sleep(delay)
             try:
-                stored = await self._store_if_unchanged(account.id, base_version, values)
+                stored = await self._store_if_unchanged(account_id, base_version, values)
             except Exception as exc:
                 log.warning(
-                    "token.refresh.commit_retry_failed", account_id=str(account.id), error=type(exc).__name__
+                    "token.refresh.commit_retry_failed", account_id=str(account_id), error=type(exc).__name__
                 )
                 continue
             if stored:
-                log.info("token.refresh.commit_retried", account_id=str(account.id))
+                log.info("token.refresh.commit_retried", account_id=str(account_id))
                 return
             # Someone else stored a newer pair meanwhile (using the old refresh token within Allegro's
             # grace). Theirs is the live pair; ours must not be handed out.
             raise AllegroUnavailableProblem(1.0, "The account was refreshed concurrently; retry.")
-        self._unsaved[account.id] = _Unsaved(tokens, base_version, refreshed_at)
+        self._unsaved[account_id] = _Unsaved(tokens, base_version, refreshed_at)
         self._ensure_unsaved_writer()
         raise DatabaseUnavailable("The refreshed token could not be stored yet; retry shortly.")
 
@@ -452,10 +467,21 @@ class TokenBroker:
     # -- reading -------------------------------------------------------------------------------------
 
     async def _read(self, account_id: uuid.UUID) -> Account:
-        async with self._sessionmaker() as session:
-            account = await session.get(Account, account_id)
-        if account is None:
+        """The account row as it is now: one SELECT in autocommit, without an ORM session.
+
+        This is the fresh-token path, run on every request: a session would wrap the SELECT in
+        BEGIN and ROLLBACK (two more round trips) and track the object it does not need to track.
+        The Account returned is detached, as one read through a closed session would be.
+        """
+        async with self._reader.connect() as connection:
+            result = await connection.execute(_ACCOUNT_ROW, {"account_id": account_id})
+            row = result.mappings().one_or_none()
+        if row is None:
             raise AccountNotFound("No such account.")
+        # Filled the way the ORM fills a loaded instance (its attribute dict), which is several times
+        # cheaper than the constructor's per-attribute change tracking that nothing here needs.
+        account = Account()
+        account.__dict__.update(row)
         return account
 
     def _is_current(self, account: Account, presented: str) -> bool:

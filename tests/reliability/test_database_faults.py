@@ -1,0 +1,170 @@
+"""PostgreSQL stopped and started again while requests and refreshes are in flight.
+
+Requests fail fast with 503 problem bodies, /readyz follows the database, the service recovers without
+a restart, and no account is left with a lost or mismatched token pair: every stored access token works
+at Allegro afterwards, and no refresh is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.reliability.stack import Stack, stack
+from tests.reliability.support import expire_access, stored_pair, works_at_allegro
+from tests.support.factories import ALLOWED_RETURN, bearer, owner_token
+from tests.support.keys import new_api_key
+
+CONNECT_TIMEOUT = 2.0
+FAST = CONNECT_TIMEOUT + 1.5  # "fail fast": within the connect timeout plus a margin for this machine
+ACCOUNTS = 3
+ALLEGRO_DELAY = 3.0  # how long the fake holds each refresh: the database goes away meanwhile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def outage() -> AsyncIterator[Stack]:
+    async with stack("outage", db_connect_timeout_seconds=CONNECT_TIMEOUT) as found:
+        yield found
+
+
+async def _link_accounts(outage: Stack) -> tuple[list[str], str]:
+    ids = []
+    for index in range(ACCOUNTS):
+        response = await outage.harness.link("owner-a", f"Konto{index}")
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["account"]["id"])
+    key = await new_api_key(outage.settings, "tokens:read")
+    for account_id in ids:  # warm the API key cache, as a running service has
+        assert (await _token(outage, account_id, key)).status_code == 200
+    return ids, key
+
+
+async def _token(outage: Stack, account_id: str, key: str) -> httpx.Response:
+    return await outage.harness.service.get(f"/accounts/{account_id}/token", headers=bearer(key))
+
+
+async def _refresh_calls(outage: Stack) -> int:
+    calls: int = (await outage.harness.stats())["token_calls"]["refresh_token"]
+    return calls
+
+
+def _assert_503_problem(response: httpx.Response, elapsed: float) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] in ("database_unavailable", "not_ready")
+    assert "retry-after" in response.headers
+    assert "access_token" not in response.text
+    assert elapsed < FAST, f"took {elapsed:.2f}s"
+
+
+async def _timed(request: asyncio.Future[httpx.Response] | object) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request  # type: ignore[misc]
+    return response, time.monotonic() - started
+
+
+async def _consistent(outage: Stack, ids: list[str], *, version: int) -> None:
+    for account_id in ids:
+        pair = await stored_pair(outage.settings, account_id)
+        assert pair.status == "active"
+        assert pair.version == version, account_id
+        assert await works_at_allegro(outage.harness.fake, pair.access_token), account_id
+
+
+class TestDatabaseOutage:
+    async def test_refreshes_answered_while_the_database_is_down_are_stored_once_it_is_back(
+        self, outage: Stack
+    ) -> None:
+        ids, key = await _link_accounts(outage)
+        service = outage.harness.service
+        await expire_access(outage.settings)
+        await outage.harness.fake.post(
+            "/__fake__/faults",
+            json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
+        )
+        in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
+        await asyncio.sleep(0.3)  # each refresh holds its row lock and waits for Allegro
+        stop_started = time.monotonic()
+        await outage.stop_database()
+        assert time.monotonic() - stop_started < ALLEGRO_DELAY - 0.5, "the stop was too slow for this test"
+
+        # While the database is down: fast 503 problems everywhere, /readyz included.
+        owner = bearer(owner_token("owner-a"))
+        probes = [
+            service.get("/accounts", headers=owner),
+            service.get(f"/accounts/{ids[0]}", headers=owner),
+            service.post("/accounts/authorize", json={"return_to": ALLOWED_RETURN}, headers=owner),
+            service.get(f"/accounts/{ids[0]}/token", headers=bearer(key)),
+            service.get("/readyz"),
+        ]
+        for response, elapsed in await asyncio.gather(*(_timed(probe) for probe in probes)):
+            _assert_503_problem(response, elapsed)
+        assert (await service.get("/healthz")).status_code == 200
+
+        # Allegro answers (it rotated every account) but nothing can be committed: 503, never a token
+        # that is not stored.
+        for response in await asyncio.gather(*in_flight):
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "database_unavailable"
+            assert "access_token" not in response.text
+
+        await outage.start_database()
+        ready_after = await outage.wait_ready(str(service.base_url))
+        assert ready_after < 10
+
+        # The pairs held in memory are written by the service itself, without any request.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            versions = [(await stored_pair(outage.settings, account_id)).version for account_id in ids]
+            if versions == [2] * ACCOUNTS:
+                break
+            await asyncio.sleep(0.2)
+        await _consistent(outage, ids, version=2)
+        assert await _refresh_calls(outage) == ACCOUNTS  # stored, not refreshed again
+
+        for account_id in ids:
+            served = await _token(outage, account_id, key)
+            assert served.status_code == 200
+            assert (
+                served.json()["access_token"] == (await stored_pair(outage.settings, account_id)).access_token
+            )
+        assert await _refresh_calls(outage) == ACCOUNTS
+
+    async def test_a_database_back_before_allegro_answers_commits_on_retry(self, outage: Stack) -> None:
+        ids, key = await _link_accounts(outage)
+        await expire_access(outage.settings)
+        await outage.harness.fake.post(
+            "/__fake__/faults",
+            json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
+        )
+        in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
+        await asyncio.sleep(0.3)
+        # A quick restart: the refreshes' connections (and row locks) are gone, the database is back.
+        restart_started = time.monotonic()
+        await outage.stop_database()
+        await outage.start_database()
+        assert time.monotonic() - restart_started < ALLEGRO_DELAY - 0.5, (
+            "the restart was too slow for this test"
+        )
+        responses = await asyncio.gather(*in_flight)
+        # The commit on the dead connection fails, and its retry on a new one succeeds.
+        assert [r.status_code for r in responses] == [200] * ACCOUNTS, [r.text for r in responses]
+        for account_id, response in zip(ids, responses, strict=True):
+            assert (
+                response.json()["access_token"]
+                == (await stored_pair(outage.settings, account_id)).access_token
+            )
+        await outage.wait_ready(str(outage.harness.service.base_url))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all([(await stored_pair(outage.settings, a)).version == 2 for a in ids]):
+                break
+            await asyncio.sleep(0.2)
+        await _consistent(outage, ids, version=2)
+        assert await _refresh_calls(outage) == ACCOUNTS
