@@ -27,8 +27,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite mostly waits on PostgreSQL, sockets and subprocesses, so four workers pay off even on two
+# cores (about 70 s instead of 160 s). Each worker migrates its own database; `PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n 4
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Not part of `make test`: about 15 minutes of load on this machine. Needs PostgreSQL at 127.0.0.1:5432
 # (or BENCH_PG_URL) and wrk (installed with apt-get when missing). Writes docs/performance.md.

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -519,7 +520,7 @@ class Soak:
             return "served token is not the stored one"
         return None
 
-    def teardown(self) -> None:
+    def teardown(self, *, keep_logs: bool) -> None:
         for process in reversed(self.processes):
             process.terminate()
         for process in self.processes:
@@ -529,6 +530,10 @@ class Soak:
                 process.kill()
         with contextlib.suppress(Exception):
             self.postgres.cleanup()
+        if keep_logs:
+            print(f"soak: service and fake logs kept in {self.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def report(self, check: dict[str, Any]) -> dict[str, Any]:
         restart = self.stats.restart
@@ -581,15 +586,16 @@ def main() -> int:
         await soak.run()
         return soak.report(await soak.check())
 
+    failed = True
     try:
         report = asyncio.run(go())
+        failed = bool(report["final_check"]["problems"] or report["unexpected_errors"])
     finally:
-        soak.teardown()
+        soak.teardown(keep_logs=failed)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")
-    failed = bool(report["final_check"]["problems"] or report["unexpected_errors"])
     print("soak: FAILED" if failed else "soak: passed", file=sys.stderr)
     return 1 if failed else 0
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from allegro_link.app import create_app
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
+from tests.demo.browser_stack import NOT_RUN
 from tests.support.database import (
     PgServer,
     create_migrated_database,
@@ -114,3 +115,15 @@ async def harness(service_url: str, fake_url: str, link_settings: Settings) -> A
         httpx.AsyncClient(base_url=fake_url, timeout=10) as fake,
     ):
         yield LinkHarness(service=service, fake=fake, settings=link_settings)
+
+
+# Here, not in tests/demo/conftest.py: with pytest-xdist only the controller prints the summary, and it
+# loads no conftest below tests/.
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reasons = {
+        str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for report in terminalreporter.stats.get("skipped", [])
+        if NOT_RUN in str(report.longrepr)
+    }
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("!", reason.removeprefix("Skipped: "), red=True, bold=True)

@@ -152,10 +152,11 @@ def error_responses(*problems: type[Problem]) -> dict[int | str, dict[str, Any]]
 
 
 # Responses every operation may give whatever its route says: the request guards (NUL bytes, a body
-# that is not JSON, one over the size limit) and a database that cannot be reached.
+# that is not JSON, one over the size limit, headers over theirs) and a database that cannot be reached.
 _COMMON_RESPONSES = {
     "400": "Bad request (a NUL byte in the URL, or a body that is not JSON)",
     "413": "Request body too large",
+    "431": "Request header fields too large",
     "503": "Database unavailable",
 }
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from allegro_link.settings import Settings
-from tests.demo.browser_stack import CHROMIUM, CHROMIUM_ARGS, NOT_RUN
+from tests.demo.browser_stack import CHROMIUM, CHROMIUM_ARGS
 from tests.support.factories import ALLOWED_RETURN, make_settings
 
 if TYPE_CHECKING:
@@ -83,13 +83,3 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     report: pytest.TestReport = yield
     item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    reasons = {
-        str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        for report in terminalreporter.stats.get("skipped", [])
-        if NOT_RUN in str(report.longrepr)
-    }
-    for reason in sorted(reasons):
-        terminalreporter.write_sep("!", reason.removeprefix("Skipped: "), red=True, bold=True)

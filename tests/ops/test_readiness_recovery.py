@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,9 +17,8 @@ from tests.support.factories import make_settings
 
 async def test_readyz_reports_database_outage_and_recovers() -> None:
     # Always its own embedded server, even when the suite runs on an external one: we stop it.
-    embedded = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="allegro-link-ready-")) / "pgdata", delete_on_exit=True
-    )
+    directory = Path(tempfile.mkdtemp(prefix="allegro-link-ready-"))
+    embedded = EmbeddedPostgres(directory / "pgdata", delete_on_exit=True)
     embedded.start()
     try:
         url = await create_migrated_database(PgServer(embedded.url("postgres"), embedded), "ready")
@@ -40,6 +40,7 @@ async def test_readyz_reports_database_outage_and_recovers() -> None:
                 assert (await client.get("/readyz")).status_code == 200
     finally:
         embedded.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_readyz_is_503_on_an_unmigrated_database(pg_server: PgServer) -> None:

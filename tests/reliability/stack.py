@@ -4,6 +4,7 @@ Allegro and the service, all on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -54,15 +55,15 @@ class Stack:
 @asynccontextmanager
 async def embedded_database(label: str) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
     """A fresh embedded PostgreSQL in its own temp dir, with a migrated database; removed afterwards."""
-    postgres = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix=f"allegro-link-{label}-")) / "pgdata", delete_on_exit=True
-    )
-    await asyncio.to_thread(postgres.start)
+    directory = Path(tempfile.mkdtemp(prefix=f"allegro-link-{label}-"))
+    postgres = EmbeddedPostgres(directory / "pgdata", delete_on_exit=True)
     try:
+        await asyncio.to_thread(postgres.start)
         url = await create_migrated_database(PgServer(postgres.url("postgres"), postgres), label)
         yield postgres, url
     finally:
         await asyncio.to_thread(postgres.cleanup)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -41,14 +42,14 @@ async def start_server() -> AsyncIterator[PgServer]:
             url = url.set(drivername="postgresql+asyncpg")
         yield PgServer(url.render_as_string(hide_password=False))
         return
-    embedded = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="allegro-link-test-")) / "pgdata", delete_on_exit=True
-    )
+    directory = Path(tempfile.mkdtemp(prefix="allegro-link-test-"))
+    embedded = EmbeddedPostgres(directory / "pgdata", delete_on_exit=True)
     embedded.start()
     try:
         yield PgServer(embedded.url("postgres"), embedded=embedded)
     finally:
         embedded.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def new_database_name(label: str) -> str:
