@@ -242,6 +242,8 @@ def bench(options: argparse.Namespace, procs: Processes, db: BenchDatabase, work
             rss_by_size[str(size)] = rss
         results["fresh_token"] = growth
         results["peak_rss_kb"] = rss_by_size
+        if options.fresh_only:
+            return results
 
         # 2. Scale: owner list pages, the keep-alive candidate query, memory.
         log("GET /accounts per owner")
@@ -581,6 +583,9 @@ def main() -> int:
     parser.add_argument("--no-report", action="store_true", help="print results only")
     parser.add_argument("--storm-only", action="store_true", help="only the refresh storm (for profiling)")
     parser.add_argument(
+        "--fresh-only", action="store_true", help="only the fresh-token figures, printed (for profiling)"
+    )
+    parser.add_argument(
         "--before-src", type=Path, help="also measure the fresh-token path of the service from this src/ tree"
     )
     parser.add_argument("--ours-src", type=Path, help="run the service from this src/ tree instead")
@@ -609,7 +614,7 @@ def main() -> int:
     results["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results["wall_seconds"] = time.monotonic() - started
     print(json.dumps(results, indent=2, default=str))
-    if options.storm_only:
+    if options.storm_only or options.fresh_only:
         return 0
     block = render(results, command.strip())
     print(block)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -29,12 +30,10 @@ from tests.support.link import LinkHarness, returned_params
 def captured_logs() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    configure_logging("DEBUG", json=True)
     sink = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(sink)
+    configure_logging("DEBUG", json=True, stream=sink)
     yield sink
+    structlog.reset_defaults()
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
 

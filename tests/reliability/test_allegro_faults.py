@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
@@ -159,12 +160,10 @@ class TestUnreachable:
     def captured(self) -> Iterator[io.StringIO]:
         root = logging.getLogger()
         saved_handlers, saved_level = root.handlers[:], root.level
-        configure_logging("INFO", json=True)
         sink = io.StringIO()
-        handler = root.handlers[0]
-        assert isinstance(handler, logging.StreamHandler)
-        handler.setStream(sink)
+        configure_logging("INFO", json=True, stream=sink)
         yield sink
+        structlog.reset_defaults()
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
 

@@ -6,7 +6,8 @@ API keys are recognisable by their `alk_` prefix, so one Bearer header serves bo
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,11 +22,7 @@ SCOPE_TOKENS_READ = "tokens:read"
 SCOPE_ACCOUNTS_READ = "accounts:read"
 
 Principal = OwnerPrincipal | ServicePrincipal
-
-_bearer = HTTPBearer(auto_error=False, description="An owner JWT, or a service API key (alk_…)")
-
-
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+P = TypeVar("P", bound=Principal)
 
 
 async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
@@ -44,25 +41,19 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
     return owner
 
 
-# Each role is one dependency that authenticates and then checks the role itself, rather than a
-# dependency on a shared "caller" dependency: the token endpoint is on every internal call to
-# Allegro, and each dependency level costs FastAPI a resolution step per request.
-async def _owner(request: Request, credentials: Credentials) -> OwnerPrincipal:
-    caller = await _authenticate(request, credentials)
+def _owner(caller: Principal) -> OwnerPrincipal:
     if not isinstance(caller, OwnerPrincipal):
         raise Forbidden("This endpoint is for account owners.")
     return caller
 
 
-async def _account_reader(request: Request, credentials: Credentials) -> Principal:
-    caller = await _authenticate(request, credentials)
+def _account_reader(caller: Principal) -> Principal:
     if isinstance(caller, ServicePrincipal) and not caller.has_scope(SCOPE_ACCOUNTS_READ):
         raise Forbidden(f"The API key lacks the {SCOPE_ACCOUNTS_READ} scope.")
     return caller
 
 
-async def _token_reader(request: Request, credentials: Credentials) -> ServicePrincipal:
-    caller = await _authenticate(request, credentials)
+def _token_reader(caller: Principal) -> ServicePrincipal:
     if not isinstance(caller, ServicePrincipal):
         raise Forbidden("Owners never read tokens; this endpoint is for internal services.")
     if not caller.has_scope(SCOPE_TOKENS_READ):
@@ -70,9 +61,30 @@ async def _token_reader(request: Request, credentials: Credentials) -> ServicePr
     return caller
 
 
-Owner = Annotated[OwnerPrincipal, Depends(_owner)]
-AccountReader = Annotated[Principal, Depends(_account_reader)]
-TokenReader = Annotated[ServicePrincipal, Depends(_token_reader)]
+class _BearerRole(HTTPBearer, Generic[P]):
+    """The Bearer credential, who it belongs to, and the role check, as one dependency.
+
+    One dependency per role rather than a chain (credentials → caller → role): the token endpoint is
+    on every internal call to Allegro, and FastAPI pays a resolution step per dependency per request.
+    It is still an HTTPBearer, so OpenAPI documents the same `HTTPBearer` security scheme.
+    """
+
+    def __init__(self, role: Callable[[Principal], P]) -> None:
+        super().__init__(
+            scheme_name="HTTPBearer",
+            description="An owner JWT, or a service API key (alk_…)",
+            auto_error=False,
+        )
+        self._role = role
+
+    async def __call__(self, request: Request) -> P:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        return self._role(await _authenticate(request, credentials))
+
+
+Owner = Annotated[OwnerPrincipal, Depends(_BearerRole(_owner))]
+AccountReader = Annotated[Principal, Depends(_BearerRole(_account_reader))]
+TokenReader = Annotated[ServicePrincipal, Depends(_BearerRole(_token_reader))]
 
 
 def owner_scope(caller: Principal) -> str | None:
