@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -48,9 +49,9 @@ def uuid7() -> uuid.UUID:
 def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
     statement_timeout_ms = int(settings.db_statement_timeout_seconds * 1000)
     options: dict[str, Any] = {
-        # A pooled connection may be dead after a database restart; pre-ping replaces it instead of
-        # failing the first request that draws it.
-        "pool_pre_ping": True,
+        # Not pre-ping: on asyncpg it is three round trips (BEGIN, a query, ROLLBACK) on every checkout,
+        # a tenth of the token path's CPU. _discard_closed_connections below does its job for free.
+        "pool_pre_ping": False,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_connect_timeout_seconds,
@@ -66,7 +67,23 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         },
     }
     options.update(overrides)
-    return create_async_engine(settings.database_url.get_secret_value(), **options)
+    engine = create_async_engine(settings.database_url.get_secret_value(), **options)
+    event.listen(engine.sync_engine, "checkout", _discard_closed_connections)
+    return engine
+
+
+def _discard_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection the server has closed (a restart, a terminated backend) is replaced.
+
+    asyncpg reads every idle socket, so a connection the server closed is marked closed as soon as the
+    event loop sees the end of the stream; no round trip is needed to find out. Raising
+    DisconnectionError makes the pool drop it and check out another (or a new) one. A connection that
+    dies silently (a network partition) fails its query instead, which SQLAlchemy also recognises as a
+    disconnect: it invalidates the pool, and the request gets a 503.
+    """
+    driver = record.driver_connection
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -214,9 +214,15 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         ("httpcore", logging.WARNING),
     ):
         logging.getLogger(name).setLevel(logger_level)
+    # uvicorn's own logging config (applied when it was started with one) gives these loggers
+    # handlers and levels of their own; ours, set here, are the only ones.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.disabled = False
+        if name != "uvicorn.access":
+            logger.setLevel(logging.NOTSET)
 
 
 def bind_request_context(values: MutableMapping[str, Any]) -> None:
