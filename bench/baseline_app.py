@@ -1,9 +1,10 @@
 """The baseline: the smallest FastAPI + uvicorn app that reads an account row and returns it as JSON.
 
 Same database pool as `allegro-link serve` (built by `allegro_link.db.create_engine` from the same
-ALLEGRO_LINK_DB_* settings: pool size, overflow, pre-ping, timeouts), one primary-key SELECT of the
-whole row per request, in autocommit (no BEGIN/ROLLBACK around it). No auth, no decryption, no
-audit, no logging, no metrics: what is left is the HTTP + framework + one database read floor.
+ALLEGRO_LINK_DB_* settings: pool size, overflow, closed-connection check, timeouts), one primary-key
+SELECT of the whole row per request, in autocommit (no BEGIN/ROLLBACK around it). No auth, no
+decryption, no audit, no logging, no metrics: what is left is the HTTP + framework + one database
+read floor.
 
 Run: uvicorn baseline_app:create_app --factory --app-dir bench (with ALLEGRO_LINK_DATABASE_URL set).
 """

@@ -21,7 +21,7 @@ from tests.support.database import (
     start_server,
     truncate_all,
 )
-from tests.support.factories import CLIENT_ID, CLIENT_SECRET, make_settings
+from tests.support.factories import CLIENT_ID, CLIENT_SECRET, end_to_end_settings, make_settings
 from tests.support.link import LinkHarness
 from tests.support.live import free_port, serve_in_thread
 
@@ -75,15 +75,7 @@ def fake_and_service_ports() -> tuple[int, int]:
 
 @pytest.fixture
 def link_settings(database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
-    fake_port, service_port = fake_and_service_ports
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    return make_settings(
-        database_url,
-        allegro_auth_url=fake_url,
-        allegro_api_url=fake_url,
-        redirect_uri=f"http://localhost:{service_port}/oauth/callback",
-        allegro_read_timeout_seconds=2.0,
-    )
+    return end_to_end_settings(database_url, fake_and_service_ports)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from allegro_link.settings import Settings
 from tests.demo.browser_stack import CHROMIUM, CHROMIUM_ARGS
-from tests.support.factories import ALLOWED_RETURN, make_settings
+from tests.support.factories import ALLOWED_RETURN, end_to_end_settings
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -29,15 +29,11 @@ PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 @pytest.fixture
 def link_settings(database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
     """The end-to-end settings of the root conftest, with the demo on and its own address allowed back."""
-    fake_port, service_port = fake_and_service_ports
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    return make_settings(
+    service_port = fake_and_service_ports[1]
+    return end_to_end_settings(
         database_url,
-        allegro_auth_url=fake_url,
-        allegro_api_url=fake_url,
-        redirect_uri=f"http://localhost:{service_port}/oauth/callback",
+        fake_and_service_ports,
         return_url_allowlist=f"http://localhost:{service_port}/,{ALLOWED_RETURN}",
-        allegro_read_timeout_seconds=2.0,
         demo_enabled=True,
         dev_mode=True,
     )

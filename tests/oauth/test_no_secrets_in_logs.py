@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -19,23 +17,18 @@ from allegro_link.accounts.models import Account
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import utcnow
-from allegro_link.logs import configure_logging, redact_text
+from allegro_link.logs import redact_text
 from allegro_link.oauth.models import LinkSession
 from tests.support.factories import CLIENT_SECRET, ENCRYPTION_KEY, bearer, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness, returned_params
+from tests.support.logs import captured_logs
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    sink = io.StringIO()
-    configure_logging("DEBUG", json=True, stream=sink)
-    yield sink
-    structlog.reset_defaults()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+@pytest.fixture(name="captured_logs")
+def _captured_logs() -> Iterator[io.StringIO]:
+    with captured_logs("DEBUG") as sink:
+        yield sink
 
 
 class TestSecretsStayOutOfLogs:

@@ -13,16 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allegro_link.logs import REDACTED, _redact_all, configure_logging, redact_text
+from tests.support.logs import captured_logs
 
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+    with captured_logs():  # the tests below configure logging themselves; this puts it back
+        yield
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:

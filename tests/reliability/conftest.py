@@ -6,7 +6,7 @@ import pytest
 
 from allegro_link.settings import Settings
 from tests.reliability.support import Linked
-from tests.support.factories import make_settings
+from tests.support.factories import end_to_end_settings
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 
@@ -15,15 +15,8 @@ REFRESH_DEADLINE = 1.0
 
 @pytest.fixture
 def link_settings(database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
-    fake_port, service_port = fake_and_service_ports
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    return make_settings(
-        database_url,
-        allegro_auth_url=fake_url,
-        allegro_api_url=fake_url,
-        redirect_uri=f"http://localhost:{service_port}/oauth/callback",
-        allegro_read_timeout_seconds=2.0,
-        token_refresh_deadline_seconds=REFRESH_DEADLINE,
+    return end_to_end_settings(
+        database_url, fake_and_service_ports, token_refresh_deadline_seconds=REFRESH_DEADLINE
     )
 
 

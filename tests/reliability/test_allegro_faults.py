@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -19,11 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
-from allegro_link.logs import configure_logging
 from allegro_link.settings import Settings
 from tests.reliability.conftest import REFRESH_DEADLINE
 from tests.reliability.support import Linked
@@ -32,6 +29,7 @@ from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness, returned_params
 from tests.support.live import free_port
+from tests.support.logs import captured_logs
 
 pytestmark = pytest.mark.slow  # the fake Allegro and the service over real HTTP
 
@@ -158,14 +156,8 @@ class TestBrokenAnswers:
 class TestUnreachable:
     @pytest.fixture
     def captured(self) -> Iterator[io.StringIO]:
-        root = logging.getLogger()
-        saved_handlers, saved_level = root.handlers[:], root.level
-        sink = io.StringIO()
-        configure_logging("INFO", json=True, stream=sink)
-        yield sink
-        structlog.reset_defaults()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+        with captured_logs("INFO") as sink:
+            yield sink
 
     @pytest.fixture
     async def dead_allegro(self, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:

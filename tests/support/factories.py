@@ -37,6 +37,19 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def end_to_end_settings(database_url: str, ports: tuple[int, int], **overrides: Any) -> Settings:
+    """The service on 127.0.0.1 talking to the fake Allegro over real HTTP; `ports` = (fake, service)."""
+    fake_port, service_port = ports
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    options: dict[str, Any] = {
+        "allegro_auth_url": fake_url,
+        "allegro_api_url": fake_url,
+        "redirect_uri": f"http://localhost:{service_port}/oauth/callback",
+        "allegro_read_timeout_seconds": 2.0,
+    }
+    return make_settings(database_url, **(options | overrides))
+
+
 def utc_in(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 

@@ -1,0 +1,201 @@
+"""CPU per fresh-token request, ours next to the baseline, and what each of our steps costs.
+
+wrk figures move with everything else on a shared 2-core machine; CPU seconds per request of one
+process are steadier, and they are what the throughput ratio comes down to when both apps are CPU
+bound. Each variant runs in a fresh interpreter that drives the ASGI app directly (no HTTP server,
+so uvicorn's share, equal for both apps, is left out): a warm-up pass, then `--requests` requests at
+`--concurrency`, CPU time of the process divided by the requests; the lowest of `--reps` runs.
+
+The `ours without …` variants switch one step off by patching it out, to show what it costs:
+the access-log line, the token audit record, the decryption of the token.
+
+    .venv/bin/python bench/cpu_per_request.py            # about 1 minute; PostgreSQL at 127.0.0.1:5432
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import BIN, BenchDatabase, service_env, temp_workdir
+from seed import seed_accounts
+
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "baseline": ("baseline", []),
+    "ours": ("ours", []),
+    "ours without the access-log line": ("ours", ["no_access_log"]),
+    "ours without the audit record": ("ours", ["no_audit"]),
+    "ours without decrypting the token": ("ours", ["no_decrypt"]),
+}
+
+
+def _patch(patches: list[str]) -> None:
+    if "no_access_log" in patches:
+        import allegro_link.ops.middleware as middleware
+
+        class _Silent:
+            def info(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        middleware.log = _Silent()  # type: ignore[assignment]
+    if "no_audit" in patches:
+        from allegro_link.tokens.audit import TokenAuditLog
+
+        TokenAuditLog.record = lambda self, **kwargs: None  # type: ignore[method-assign]
+    if "no_decrypt" in patches:
+        from allegro_link.crypto.vault import TokenVault
+
+        TokenVault.open = lambda self, *args: "token"  # type: ignore[method-assign]
+
+
+def child(app_name: str, patches: list[str], work: Path, requests: int, concurrency: int) -> float:
+    """Runs in its own interpreter: CPU µs per request of this process."""
+    import uvloop
+    from asgi_lifespan import LifespanManager
+
+    lines = [line.split("\t") for line in (work / "requests.txt").read_text().splitlines()]
+    if app_name == "ours":
+        from allegro_link.app import create_app
+        from allegro_link.logs import configure_logging
+        from allegro_link.settings import Settings, load_settings
+
+        settings = load_settings(Settings)
+        configure_logging(settings.log_level, json=True, stream=(work / "service.log").open("a"))
+        _patch(patches)
+        application: Any = create_app(settings)
+    else:
+        import baseline_app
+
+        application = baseline_app.create_app()
+
+    async def one(app: Any, path: str, key: str) -> None:
+        status: list[int] = []
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {key}".encode())],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        if status != [200]:
+            raise RuntimeError(f"{path}: {status}")
+
+    async def run() -> float:
+        async with LifespanManager(application) as manager:
+            app = manager.app
+
+            async def worker(first: int) -> None:
+                for i in range(first, requests, concurrency):
+                    await one(app, *lines[i % len(lines)])
+
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))  # warm-up
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            return 1e6 * cpu / requests
+
+    return uvloop.run(run())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("APP", "PATCHES"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        app_name, patches = options.child
+        cost = child(app_name, [p for p in patches.split(",") if p], options.work, options.requests, options.concurrency)
+        print(json.dumps({"cpu_us": cost}))
+        return 0
+
+    work = temp_workdir()
+    db = BenchDatabase.create()
+    try:
+        env = service_env(db.sqlalchemy_url, "http://127.0.0.1:9", "http://127.0.0.1:9/oauth/callback")
+        env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
+        subprocess.run([str(BIN / "allegro-link"), "migrate"], env=env, check=True, capture_output=True)
+        created = subprocess.run(
+            [str(BIN / "allegro-link"), "api-keys", "create", "--name", "cpu", "--scope", "tokens:read"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        key = created.stdout.strip().splitlines()[-1]
+        ids = asyncio.run(seed_accounts(db.dsn, env["ALLEGRO_LINK_ENCRYPTION_KEYS"], 0, options.accounts))
+        random.Random(1).shuffle(ids)
+        (work / "requests.txt").write_text("".join(f"/accounts/{i}/token\t{key}\n" for i in ids))
+
+        results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for _ in range(options.reps):  # interleaved, so that drifts hit every variant alike
+            for name, (app_name, patches) in VARIANTS.items():
+                completed = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        app_name,
+                        ",".join(patches),
+                        "--work",
+                        str(work),
+                        "--requests",
+                        str(options.requests),
+                        "--concurrency",
+                        str(options.concurrency),
+                    ],
+                    env={**env, "PYTHONPATH": str(Path(__file__).parent)},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                results[name].append(json.loads(completed.stdout.strip().splitlines()[-1])["cpu_us"])
+    finally:
+        db.drop()
+
+    base = min(results["baseline"])
+    ours = min(results["ours"])
+    print(f"CPU per fresh-token request, in process (lowest of {options.reps}; {time.strftime('%Y-%m-%d %H:%M')}):")
+    print()
+    print("| app | µs per request | vs baseline | what the step costs |")
+    print("|---|---:|---:|---:|")
+    for name, values in results.items():
+        cost = min(values)
+        step = f"{ours - cost:.0f} µs" if name.startswith("ours without") else ""
+        print(f"| {name} | {cost:.0f} | {cost / base:.2f} | {step} |")
+    print()
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
