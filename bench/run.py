@@ -422,11 +422,14 @@ def render(results: dict[str, Any], command: str) -> str:
         "|---|---|---|",
     ]
     for conc, rps_ratio, p99_ratio in checks:
+        # The issue sets the targets at 64 clients; at 4 (the machine not saturated) it asks for both
+        # figures to be reported.
+        targeted = conc == "64"
         lines.append(
             _row(
                 conc,
-                f"{rps_ratio:.2f} ({_verdict(rps_ratio >= 0.8)})",
-                f"{p99_ratio:.2f} ({_verdict(p99_ratio <= 1.25)})",
+                f"{rps_ratio:.2f} ({_verdict(rps_ratio >= 0.8) if targeted else 'reported'})",
+                f"{p99_ratio:.2f} ({_verdict(p99_ratio <= 1.25) if targeted else 'reported'})",
             )
         )
 

@@ -90,6 +90,7 @@ def build_resources(settings: Settings, metrics: Metrics) -> Resources:
             metrics,
             allegro_deadline_seconds=settings.token_refresh_deadline_seconds,
             lock_timeout_seconds=settings.token_refresh_lock_timeout_seconds,
+            read_concurrency=settings.db_pool_size + settings.db_max_overflow,
         ),
         token_audit=TokenAuditLog(sessionmaker, metrics),
         settings=settings,

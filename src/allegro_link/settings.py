@@ -62,7 +62,9 @@ class DatabaseSettings(BaseSettings):
     )
 
     database_url: SecretStr = Field(description="postgresql+asyncpg://user:password@host:port/database")
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # 20 kept open: a burst of refreshes holds connections for as long as Allegro takes to answer,
+    # and overflow connections are closed after each use, so a burst on a small pool reconnects.
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Bounds every statement so that a stuck database answers 503 instead of hanging requests.

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent
@@ -27,6 +30,24 @@ async def _run(url: str, statement: Any) -> Any:
             return await connection.execute(statement)
     finally:
         await engine.dispose()
+
+
+@contextmanager
+def account_reads() -> Iterator[list[str]]:
+    """The fresh-token reads of an account row (the broker's SELECT … WHERE id, not FOR UPDATE) that
+    any engine in this process sends meanwhile; the service under test runs in a thread here."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        row_read = statement.startswith("SELECT accounts.id") and "WHERE accounts.id" in statement
+        if row_read and "FOR UPDATE" not in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
 
 
 class Tokens:
@@ -170,6 +191,25 @@ class TestRefresh:
         responses = await asyncio.gather(*(tokens.get() for _ in range(50)))
         assert {r.status_code for r in responses} == {200}
         assert len({r.json()["access_token"] for r in responses}) == 1
+        assert await tokens.refresh_calls() == 1
+
+    async def test_callers_arriving_during_a_refresh_join_it_without_reading_the_account(
+        self, tokens: Tokens
+    ) -> None:
+        await tokens.fault(kind="delay", delay_seconds=0.5)
+        await tokens.expire_access()
+        leader = asyncio.create_task(tokens.get())
+        for _ in range(200):  # until the refresh is at Allegro
+            if await tokens.refresh_calls() == 1:
+                break
+            await asyncio.sleep(0.01)
+        with account_reads() as reads:
+            followers = await asyncio.gather(*(tokens.get() for _ in range(20)))
+        responses = [await leader, *followers]
+
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.json()["access_token"] for r in responses}) == 1
+        assert reads == [], "a caller that can join the refresh under way has no row to read"
         assert await tokens.refresh_calls() == 1
 
     async def test_rejected_token_that_was_already_replaced_causes_no_refresh(self, tokens: Tokens) -> None:
