@@ -5,14 +5,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import structlog
-from hypothesis import given, settings
+from asgi_lifespan import LifespanManager
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from allegro_link.app import create_app
 from allegro_link.logs import REDACTED, _redact_all, configure_logging, redact_text
+from allegro_link.settings import Settings
+from tests.support.accounts import insert_account
+from tests.support.factories import bearer
+from tests.support.keys import new_api_key
 from tests.support.logs import captured_logs
 
 
@@ -101,7 +110,48 @@ _FRAGMENTS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@hypothesis_settings(max_examples=400, deadline=None)
 @given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=6)), max_size=12).map("".join))
 def test_the_pre_screen_changes_nothing_but_the_speed(text: str) -> None:
     assert redact_text(text) == _redact_all(text)
+
+
+class TestAccessLog:
+    """One `http.request` line per request, except the token reads that went well (see middleware)."""
+
+    @staticmethod
+    async def requests_logged(settings: Settings, level: str) -> list[tuple[str, int]]:
+        account = await insert_account(settings)
+        key = await new_api_key(settings, "tokens:read")
+        with captured_logs(level) as sink:
+            async with LifespanManager(create_app(settings)) as manager:
+                transport = httpx.ASGITransport(app=manager.app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    assert (
+                        await client.get(f"/accounts/{account.id}/token", headers=bearer(key))
+                    ).status_code == 200
+                    assert (
+                        await client.get(f"/accounts/{uuid.uuid4()}/token", headers=bearer(key))
+                    ).status_code == 404
+                    assert (await client.get(f"/accounts/{account.id}/token")).status_code == 401
+                    assert (await client.get("/healthz")).status_code == 200
+        return [
+            (str(line["route"]), int(str(line["status"])))
+            for line in lines(sink)
+            if line["event"] == "http.request"
+        ]
+
+    async def test_token_reads_that_succeed_are_left_to_the_audit_table(self, settings: Settings) -> None:
+        assert await self.requests_logged(settings, "INFO") == [
+            ("/accounts/{account_id}/token", 404),
+            ("/accounts/{account_id}/token", 401),
+            ("/healthz", 200),
+        ]
+
+    async def test_at_debug_every_request_is_logged(self, settings: Settings) -> None:
+        assert await self.requests_logged(settings, "DEBUG") == [
+            ("/accounts/{account_id}/token", 200),
+            ("/accounts/{account_id}/token", 404),
+            ("/accounts/{account_id}/token", 401),
+            ("/healthz", 200),
+        ]

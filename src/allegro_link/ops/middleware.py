@@ -26,6 +26,12 @@ MAX_HEADER_BYTES = 16 * 1024
 
 log = structlog.get_logger("allegro_link.http")
 
+# Requests whose success is logged at DEBUG only. Every token handed out is already recorded in the
+# token audit table (caller, account, time) and counted in the request metrics, and internal services
+# ask for one before each call to Allegro: an INFO line each would be nearly all of the log volume
+# (and a tenth of the endpoint's CPU). Their failures are logged like any other request's.
+QUIET_WHEN_SUCCESSFUL = frozenset({("GET", "/accounts/{account_id}/token")})
+
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES) -> None:
@@ -68,7 +74,8 @@ class RequestContextMiddleware:
             counter, histogram = self._metric_children(method, route, status)
             counter.inc()
             histogram.observe(elapsed)
-            log.info(
+            quiet = status < 400 and (method, route) in QUIET_WHEN_SUCCESSFUL
+            (log.debug if quiet else log.info)(
                 "http.request",
                 method=method,
                 route=route,
