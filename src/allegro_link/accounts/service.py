@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from allegro_link.accounts.events import EventKind, record_event
 from allegro_link.accounts.models import Account, AccountStatus
@@ -67,7 +68,15 @@ async def list_accounts(
     session: AsyncSession, account_filter: AccountFilter, *, limit: int, cursor: str | None
 ) -> Page:
     now = utcnow()
-    statement = _scoped(select(Account), account_filter.owner_id)
+    # A page of up to 100 accounts needs none of their token ciphertexts (about 3 kB a row, TOASTed):
+    # not loaded, and an attempt to read one here would raise rather than query.
+    statement = _scoped(
+        select(Account).options(
+            defer(Account.access_token_ciphertext, raiseload=True),
+            defer(Account.refresh_token_ciphertext, raiseload=True),
+        ),
+        account_filter.owner_id,
+    )
     if account_filter.status is AccountStatus.RELOGIN_REQUIRED:
         statement = statement.where(sql_needs_relogin())
     elif account_filter.status is AccountStatus.ACTIVE:
