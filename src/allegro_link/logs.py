@@ -110,7 +110,8 @@ class _Output:
     def __init__(self) -> None:
         self.stream: TextIO = sys.stderr
         self.level = logging.INFO
-        self.lock = threading.Lock()
+        # Shared with the stdlib handler, so that a line of ours and a library's never interleave.
+        self.lock = threading.RLock()
 
     # The stdlib handler writes through these, so both pipelines follow `stream` when it changes.
     def write(self, text: str) -> None:
@@ -202,6 +203,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *redact_and_render],
     )
     handler = logging.StreamHandler(_OUTPUT)
+    handler.lock = _OUTPUT.lock
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
