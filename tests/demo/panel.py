@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from playwright.async_api import Locator, Page, expect
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from allegro_link.accounts.models import Account
 from allegro_link.db import utcnow
+from tests.support.accounts import update_account
 from tests.support.factories import bearer, owner_token
 from tests.support.link import LinkHarness
 
@@ -114,16 +111,9 @@ async def expire_refresh_token(harness: LinkHarness, account_id: str, login: str
     """Three months without use: Allegro's refresh token is dead, and its `exp` has passed."""
     expired = await harness.fake.post(f"/__fake__/users/{login}/expire", json={"what": "refresh"})
     assert expired.status_code == 200, expired.text
-    engine = create_async_engine(harness.settings.database_url.get_secret_value())
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                update(Account)
-                .where(Account.id == uuid.UUID(account_id))
-                .values(refresh_token_expires_at=utcnow() - timedelta(seconds=1))
-            )
-    finally:
-        await engine.dispose()
+    await update_account(
+        harness.settings, account_id, refresh_token_expires_at=utcnow() - timedelta(seconds=1)
+    )
 
 
 async def account_as_api_shows_it(harness: LinkHarness, account_id: str, owner: str = DEMO_OWNER) -> Any:

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
@@ -61,3 +62,15 @@ async def insert_account(
     finally:
         await engine.dispose()
     return account
+
+
+async def update_account(settings: Settings, account_id: uuid.UUID | str, **values: Any) -> None:
+    """Change an account's row behind the service's back (expire a token, age a refresh, …)."""
+    engine = create_async_engine(settings.database_url.get_secret_value())
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(Account).where(Account.id == uuid.UUID(str(account_id))).values(**values)
+            )
+    finally:
+        await engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -23,6 +22,8 @@ from allegro_link.accounts.models import Account
 from allegro_link.app import create_app
 from allegro_link.db import utcnow
 from allegro_link.settings import Settings
+from tests.reliability.processes import service_env
+from tests.support.accounts import update_account
 from tests.support.factories import bearer
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
@@ -32,16 +33,7 @@ ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
 
 
 async def _expire_access(settings: Settings, account_id: str) -> None:
-    engine = create_async_engine(settings.database_url.get_secret_value())
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                update(Account)
-                .where(Account.id == uuid.UUID(account_id))
-                .values(access_token_expires_at=utcnow() - timedelta(seconds=1))
-            )
-    finally:
-        await engine.dispose()
+    await update_account(settings, account_id, access_token_expires_at=utcnow() - timedelta(seconds=1))
 
 
 async def _stored_version(settings: Settings, account_id: str) -> int:
@@ -76,24 +68,13 @@ async def linked(harness: LinkHarness) -> tuple[str, str]:
     return response.json()["account"]["id"], key
 
 
-def _service_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLEGRO_LINK_")}
-    for name, raw in settings.model_dump().items():
-        if raw is None:
-            continue
-        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
-        env[f"ALLEGRO_LINK_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
-    env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
-    return env
-
-
 @contextmanager
 def _service_processes(settings: Settings, count: int) -> Iterator[list[str]]:
     ports = [free_port() for _ in range(count)]
     processes = [
         subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "allegro_link.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=_service_env(settings),
+            env=service_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
