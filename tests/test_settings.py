@@ -76,6 +76,49 @@ class TestSettings:
         with pytest.raises(ConfigError, match="exactly one of"):
             _load(owner_jwt_jwks_url="https://idp.example/jwks.json")
 
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("owner_jwt_jwks_url", "http://idp.example/jwks.json"),
+            ("allegro_auth_url", "http://allegro.example"),
+            ("allegro_api_url", "http://api.allegro.example"),
+            ("redirect_uri", "http://link.example/oauth/callback"),
+            ("return_url_allowlist", "https://panel.example.com/,http://panel.example.com/"),
+            ("allegro_auth_url", "http://127.0.0.1.evil.example"),
+            ("redirect_uri", "http://localhost.evil.example/oauth/callback"),
+            ("allegro_api_url", "http://10.0.0.1"),
+            ("allegro_api_url", "http://[::2]:8000"),
+        ],
+    )
+    def test_plain_http_is_refused_off_loopback(self, variable: str, value: str) -> None:
+        overrides: dict[str, object] = {variable: value}
+        if variable == "owner_jwt_jwks_url":
+            overrides["owner_jwt_secret"] = None
+        with pytest.raises(ConfigError, match=f"ALLEGRO_LINK_{variable.upper()} .*must use https") as caught:
+            _load(**overrides)
+        assert "\n" not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "host", ["127.0.0.1", "127.8.9.10:8000", "localhost", "LocalHost:3000", "[::1]:8000"]
+    )
+    def test_plain_http_is_allowed_on_loopback(self, host: str) -> None:
+        settings = _load(
+            owner_jwt_secret=None,
+            owner_jwt_jwks_url=f"http://{host}/jwks.json",
+            allegro_auth_url=f"http://{host}",
+            allegro_api_url=f"http://{host}",
+            redirect_uri=f"http://{host}/oauth/callback",
+            return_url_allowlist=f"http://{host}/panel/",
+        )
+        assert settings.redirect_uri == f"http://{host}/oauth/callback"
+        assert settings.return_url_allowlist == [f"http://{host}/panel/"]
+
+    def test_owner_jwt_max_age_is_optional_and_positive(self) -> None:
+        assert _load().owner_jwt_max_age_seconds is None
+        assert _load(owner_jwt_max_age_seconds="3600").owner_jwt_max_age_seconds == 3600
+        with pytest.raises(ConfigError, match="ALLEGRO_LINK_OWNER_JWT_MAX_AGE_SECONDS"):
+            _load(owner_jwt_max_age_seconds="0")
+
     def test_short_jwt_secret_is_refused(self) -> None:
         with pytest.raises(ConfigError, match="ALLEGRO_LINK_OWNER_JWT_SECRET must be at least 32 bytes"):
             _load(owner_jwt_secret="short")

@@ -110,6 +110,7 @@ def build_resources(settings: Settings, metrics: Metrics) -> Resources:
             ReturnToPolicy(settings.return_url_allowlist),
             state_ttl=timedelta(seconds=settings.link_state_ttl_seconds),
             completion_ttl=timedelta(seconds=settings.link_completion_ttl_seconds),
+            max_pending_per_owner=settings.link_max_pending_per_owner,
         ),
     )
 

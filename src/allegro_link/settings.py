@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -43,14 +44,29 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-def _check_http_url(value: str, *, what: str) -> str:
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8 and ::1
+    except ValueError:
+        return False
+
+
+def _check_http_url(value: str, *, what: str = "") -> str:
+    """`value` when it is an acceptable service URL; `what` names it inside a list ("entry '…'")."""
+    what = f"{what} " if what else ""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{what} must be an absolute http(s) URL, got {value!r}")
+        raise ValueError(f"{what}must be an absolute http(s) URL, got {value!r}")
+    # Plain http can be read and rewritten on the way (a swapped JWKS signs anyone in); only a
+    # loopback host, which never leaves the machine, may use it (development and tests).
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(f"{what}must use https (plain http only for loopback hosts), got {value!r}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{what} must not contain user information")
+        raise ValueError(f"{what}must not contain user information")
     if parts.fragment:
-        raise ValueError(f"{what} must not contain a fragment")
+        raise ValueError(f"{what}must not contain a fragment")
     return value
 
 
@@ -143,11 +159,16 @@ class Settings(KeyRingSettings):
     owner_jwt_jwks_url: str | None = None
     owner_jwt_issuer: str | None = None
     owner_jwt_audience: str | None = None
+    # Refuse owner JWTs issued (`iat`) longer ago than this, whatever their `exp`; tokens without
+    # `iat` are refused while it is set. Unset: only `exp` limits a token's life.
+    owner_jwt_max_age_seconds: int | None = Field(default=None, ge=1, le=30 * 86400)
 
     # How long a link session (the OAuth `state`) may wait for Allegro's callback.
     link_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     # How long the frontend has to call /oauth/complete after the callback.
     link_completion_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    # Link sessions an owner may have waiting for Allegro's callback; starting one more drops the oldest.
+    link_max_pending_per_owner: int = Field(default=20, ge=1, le=1000)
 
     allegro_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
     allegro_read_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -175,14 +196,14 @@ class Settings(KeyRingSettings):
     def _check_optional_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        return _check_http_url(value, what="value").rstrip("/")
+        return _check_http_url(value).rstrip("/")
 
     @field_validator("redirect_uri")
     @classmethod
     def _check_redirect_uri(cls, value: str) -> str:
-        _check_http_url(value, what="redirect URI")
+        _check_http_url(value)
         if urlsplit(value).query:
-            raise ValueError("redirect URI must not carry a query string")
+            raise ValueError("must not carry a query string")
         return value
 
     @field_validator("return_url_allowlist", mode="before")

@@ -114,6 +114,13 @@ class TestOwnerJwts:
             ("no issuer", jwt.encode({k: v for k, v in _claims().items() if k != "iss"}, OWNER_JWT_SECRET)),
             ("no audience", jwt.encode({k: v for k, v in _claims().items() if k != "aud"}, OWNER_JWT_SECRET)),
             ("audience list without ours", jwt.encode(_claims(aud=["a", "b"]), OWNER_JWT_SECRET)),
+            (
+                "exp a numeric string",
+                jwt.encode(_claims(exp=str(int(time.time()) + 10**9)), OWNER_JWT_SECRET),
+            ),
+            ("exp a list", jwt.encode(_claims(exp=[int(time.time()) + 600]), OWNER_JWT_SECRET)),
+            ("iat a numeric string", jwt.encode(_claims(iat=str(int(time.time()))), OWNER_JWT_SECRET)),
+            ("nbf a numeric string", jwt.encode(_claims(nbf=str(int(time.time()) - 60)), OWNER_JWT_SECRET)),
             ("numeric subject", jwt.encode(_claims(sub=12345), OWNER_JWT_SECRET)),
             ("list subject", jwt.encode(_claims(sub=["owner-a"]), OWNER_JWT_SECRET)),
             ("two dots only", ".."),

@@ -180,6 +180,18 @@ class TestReturnToEndToEnd:
             assert response.json()["code"] == "invalid_return_to"
         assert await _count(harness, LinkSession) == 0
 
+    async def test_a_return_to_carrying_callback_parameters_is_refused(self, harness: LinkHarness) -> None:
+        # Started so, a link would read as cancelled in the victim's panel while the starter completes it.
+        for query in ("allegro_link=error&error=access_denied", "%61llegro_link=complete", "LINK_SESSION=x"):
+            response = await harness.service.post(
+                "/accounts/authorize",
+                json={"return_to": f"https://panel.example.com/allegro/konta?{query}"},
+                headers=bearer(owner_token("owner-a")),
+            )
+            assert response.status_code == 422, (query, response.text)
+            assert response.json()["code"] == "invalid_return_to"
+        assert await _count(harness, LinkSession) == 0
+
     async def test_the_redirect_goes_exactly_to_the_allowed_return_to(self, harness: LinkHarness) -> None:
         return_to = "https://PANEL.example.com:443/allegro/konta?tab=2#lista"
         callback_url = await harness.consent(await harness.start("owner-a", return_to=return_to), "Login")

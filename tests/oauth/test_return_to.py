@@ -82,6 +82,48 @@ class TestReturnTo:
         with pytest.raises(InvalidReturnTo):
             POLICY.check(url)
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://panel.example.com/allegro/?allegro_link=error&error=access_denied",
+            "https://panel.example.com/allegro/?link_session=planted",
+            "https://panel.example.com/allegro/?tab=1&error=",
+            "https://panel.example.com/allegro/?error",
+            "https://panel.example.com/allegro/?ALLEGRO_LINK=error",
+            "https://panel.example.com/allegro/?Error=access_denied",
+            "https://panel.example.com/allegro/?%61llegro_link=error",
+            "https://panel.example.com/allegro/?%6C%69%6E%6B_session=x",
+            "https://panel.example.com/allegro/?%2561llegro_link=error",
+            "https://panel.example.com/allegro/?%252561llegro_link=error",
+            "https://panel.example.com/allegro/?allegro%5flink=error",
+            "https://panel.example.com/allegro/?allegro.link=error",
+            "https://panel.example.com/allegro/?allegro+link=error",
+            "https://panel.example.com/allegro/?error[]=access_denied",
+            "https://panel.example.com/allegro/?error%5B0%5D=access_denied",
+            "https://panel.example.com/allegro/?tab=1&tab=2&error=x&error=y",
+            "https://panel.example.com/allegro/?x=1&&link_session=a",
+            # hash routers read their query from the fragment
+            "https://panel.example.com/allegro/#/konta?allegro_link=error&error=access_denied",
+            "https://panel.example.com/allegro/#error=access_denied",
+            "https://panel.example.com/allegro/?tab=1#x?%6Cink_session=a",
+        ],
+    )
+    def test_callback_parameters_already_present_are_refused(self, url: str) -> None:
+        with pytest.raises(InvalidReturnTo, match="parameters the callback adds"):
+            POLICY.check(url)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://panel.example.com/allegro/?errors=1&allegro_linked=1&session=2",
+            "https://panel.example.com/allegro/?tab=error&view=allegro_link",
+            "https://panel.example.com/allegro/#errors",
+            "https://panel.example.com/allegro/#/konta?tab=link_session",
+        ],
+    )
+    def test_similar_names_and_values_are_allowed(self, url: str) -> None:
+        assert POLICY.check(url) == url
+
     def test_with_query_keeps_existing_parameters_and_fragment(self) -> None:
         assert (
             with_query("https://p.example/a/?x=1#top", {"allegro_link": "complete"})

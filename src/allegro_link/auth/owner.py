@@ -1,8 +1,10 @@
 """Owner authentication: a Bearer JWT from Polkurier's identity provider; `sub` is the owner id.
 
-Verified with an HS256 secret or with keys from a JWKS URL (RS256/ES256). `exp` is required, `iss`
-and `aud` are checked when configured. The JWKS is cached and fetched again when a token names a key
-id we have not seen (key rollover), at most once per `JWKS_REFETCH_INTERVAL`.
+Verified with an HS256 secret or with keys from a JWKS URL (RS256/ES256). `exp` is required and must
+be a number (PyJWT alone would take `"exp": "99999999999"`), `iss` and `aud` are checked when configured,
+and with a maximum age set a token must carry an `iat` no older than that. The JWKS is cached and
+fetched again when a token names a key id we have not seen (key rollover), at most once per
+`JWKS_REFETCH_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ JWKS_CACHE_SECONDS = 600.0
 JWKS_REFETCH_INTERVAL = 30.0
 CLOCK_LEEWAY_SECONDS = 30
 MAX_OWNER_ID_LENGTH = 200
+TIME_CLAIMS = ("exp", "iat", "nbf")
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
 
 log = structlog.get_logger(__name__)
@@ -42,12 +45,20 @@ class OwnerTokenVerifier:
         self._jwks_url = settings.owner_jwt_jwks_url
         self._issuer = settings.owner_jwt_issuer
         self._audience = settings.owner_jwt_audience
+        self._max_age = settings.owner_jwt_max_age_seconds
         self._http = http
         self._clock = clock
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = float("-inf")
         self._last_attempt = float("-inf")
         self._jwks_lock = asyncio.Lock()
+        if self._issuer is None and self._audience is None:
+            # Any token the key signs is then accepted, including ones minted for other services by
+            # the same identity provider.
+            log.warning(
+                "auth.owner.unscoped",
+                detail="neither ALLEGRO_LINK_OWNER_JWT_ISSUER nor ALLEGRO_LINK_OWNER_JWT_AUDIENCE is set",
+            )
 
     async def verify(self, token: str) -> OwnerPrincipal:
         try:
@@ -64,8 +75,12 @@ class OwnerTokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=CLOCK_LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                options={
+                    "require": ["exp", "sub", "iat"] if self._max_age is not None else ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                },
             )
+            self._check_times(claims)
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("The token has expired.") from None
         except jwt.PyJWTError as exc:
@@ -76,6 +91,15 @@ class OwnerTokenVerifier:
             raise Unauthenticated("The token's subject is not a valid owner id.")
         assert isinstance(owner_id, str)  # noqa: S101 - narrowed by _valid_owner_id
         return OwnerPrincipal(owner_id=owner_id)
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        # PyJWT runs int() on these, so "99999999999" or true pass its own checks.
+        for name in TIME_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise jwt.InvalidTokenError(f"{name} is not a number")
+        if self._max_age is not None and time.time() - claims["iat"] > self._max_age + CLOCK_LEEWAY_SECONDS:
+            raise jwt.ExpiredSignatureError("issued too long ago")
 
     async def _signing_key(self, token: str) -> jwt.PyJWK:
         header = jwt.get_unverified_header(token)

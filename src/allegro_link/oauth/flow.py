@@ -1,7 +1,10 @@
 """The authorization-code flow: start a link, take Allegro's callback, complete it for the owner.
 
 1. `start_link`: a link session row holds the SHA-256 of a random `state`, the owner, the account to
-   re-login (if any), the checked `return_to` and the encrypted PKCE verifier.
+   re-login (if any), the checked `return_to` and the encrypted PKCE verifier. An owner has at most
+   `max_pending_per_owner` states waiting for their callback; starting one more deletes the oldest, whose
+   callback then meets an unknown state (400, like any state we cannot honour: nothing is stored and
+   Allegro is not called). Expiring it instead would keep a row per start, which is what the cap prevents.
 2. `handle_callback`: the browser comes back from Allegro. The state is consumed in its own committed
    transaction *before* Allegro is called, so a replayed or concurrent callback finds it used; the code
    is exchanged at once (it lives 10 s) and never retried; `/me` names the Allegro user. The tokens
@@ -25,7 +28,7 @@ from enum import StrEnum
 
 import structlog
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,6 +55,8 @@ ACCOUNT_TABLE = "accounts"
 # Expired states are remembered this long so that a late callback answers state_expired, not 400.
 EXPIRED_STATE_MEMORY = timedelta(hours=24)
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# First key of the two-key advisory lock that serialises one owner's starts (the second is the owner).
+_START_LOCK_SPACE = 0x616C6B31  # "alk1"
 
 
 class CallbackOutcome(StrEnum):
@@ -111,6 +116,7 @@ class LinkFlow:
         *,
         state_ttl: timedelta,
         completion_ttl: timedelta,
+        max_pending_per_owner: int,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._allegro = allegro
@@ -118,6 +124,7 @@ class LinkFlow:
         self._return_to = return_to_policy
         self._state_ttl = state_ttl
         self._completion_ttl = completion_ttl
+        self._max_pending = max_pending_per_owner
 
     # -- 1. start ---------------------------------------------------------------------------------
 
@@ -130,9 +137,10 @@ class LinkFlow:
             # running meanwhile either finishes first (404 here) or waits and then cascades to the new
             # link session, instead of failing our insert on its foreign key (a 500).
             await get_account(session, account_id, owner_id, for_update=True)
+        now = utcnow()
+        await self._make_room(session, owner_id, now)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43-128
-        now = utcnow()
         link = LinkSession(
             id=uuid7(),
             state_hash=_digest(state),
@@ -151,6 +159,26 @@ class LinkFlow:
         )
         log.info("link.started", link_session_id=str(link.id), relogin=account_id is not None)
         return StartedLink(authorization_url=url, expires_at=link.expires_at)
+
+    async def _make_room(self, session: AsyncSession, owner_id: str, now: datetime) -> None:
+        """Delete the owner's oldest pending states so that the one being started fits under the cap."""
+        # Held until the request's transaction ends: concurrent starts of one owner count one by one,
+        # so a burst cannot leave more than the cap behind.
+        await session.execute(select(func.pg_advisory_xact_lock(_START_LOCK_SPACE, func.hashtext(owner_id))))
+        beyond_cap = (
+            select(LinkSession.id)
+            .where(
+                LinkSession.owner_id == owner_id,
+                LinkSession.callback_at.is_(None),
+                LinkSession.expires_at > now,
+            )
+            .order_by(LinkSession.created_at.desc(), LinkSession.id.desc())
+            .offset(self._max_pending - 1)
+        )
+        evicted = await session.execute(delete(LinkSession).where(LinkSession.id.in_(beyond_cap)))
+        count = int(getattr(evicted, "rowcount", 0) or 0)
+        if count:
+            log.info("link.evicted", count=count, max_pending=self._max_pending)
 
     # -- 2. callback ------------------------------------------------------------------------------
 

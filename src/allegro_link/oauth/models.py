@@ -52,4 +52,8 @@ class LinkSession(Base):
     # Filled by /oauth/complete (or when the session is destroyed for a foreign owner).
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_link_sessions_expires_at", "expires_at"),)
+    __table_args__ = (
+        Index("ix_link_sessions_expires_at", "expires_at"),
+        # The per-owner cap on pending states (flow.start_link) reads an owner's newest first.
+        Index("ix_link_sessions_owner_id_created_at", "owner_id", "created_at"),
+    )

@@ -4,13 +4,19 @@ An exact match of scheme, host and port (a written-out default port is the same 
 under the entry's path. Anything that browsers and URL parsers might read differently is refused
 outright rather than normalised: backslashes, control characters, user info, encoded slashes or dots,
 dot segments. An open redirect here would hand an attacker a trusted-looking link to anywhere.
+
+A `return_to` must not already carry a parameter that the callback adds (`allegro_link`, `link_session`,
+`error`): the frontend would read the planted one (a link "cancelled" before it began, or a foreign
+`link_session`) instead of, or next to, ours. Names are compared the way the laxest reader would see
+them (decoded, any case, PHP's `a.b`/`a b`/`a[]` forms), in the query and in a fragment that carries one
+(hash routers read their query from the fragment).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from allegro_link.errors import Problem
 
@@ -18,6 +24,10 @@ MAX_RETURN_TO_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]|%(?:2f|5c|2e|00)", re.IGNORECASE)
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+# The parameters the callback appends (see `with_query` callers in flow.py).
+CALLBACK_PARAMETERS = frozenset({"allegro_link", "link_session", "error"})
+# Enough rounds to undo any encoding a 2048-character URL can hold in practice; more means refuse.
+_MAX_DECODE_ROUNDS = 4
 
 
 class InvalidReturnTo(Problem):
@@ -63,6 +73,11 @@ class ReturnToPolicy:
             raise InvalidReturnTo("return_to must not contain user information.")
         if _DOT_SEGMENT.search(parts.path):
             raise InvalidReturnTo("return_to must not contain dot segments.")
+        if _carries_callback_parameter(parts):
+            raise InvalidReturnTo(
+                "return_to must not carry the parameters the callback adds "
+                f"({', '.join(sorted(CALLBACK_PARAMETERS))})."
+            )
         origin = _origin(parts)
         if origin is None:
             raise InvalidReturnTo("return_to must be an absolute http(s) URL.")
@@ -74,6 +89,33 @@ class ReturnToPolicy:
             ) and origin.path.startswith(entry.path):
                 return return_to
         raise InvalidReturnTo("return_to is not in the allowlist.")
+
+
+def _carries_callback_parameter(parts: SplitResult) -> bool:
+    # A fragment's own query starts at its first '?' ("#/konta?error=x"); a fragment without one may
+    # still be read as a query by a hand-written router ("#error=x"), so the whole fragment counts then.
+    fragment = parts.fragment
+    fragment_query = fragment.partition("?")[2] if "?" in fragment else fragment
+    for query in (parts.query, fragment_query):
+        for pair in query.split("&"):
+            if _parameter_name(pair.partition("=")[0]) in CALLBACK_PARAMETERS:
+                return True
+    return False
+
+
+def _parameter_name(raw: str) -> str:
+    """A query parameter's name as the laxest reader would see it."""
+    name = raw
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    else:
+        return "error"  # still encoded after every round: treated as the worst case, refused
+    # PHP reads "allegro.link", "allegro link" and "error[]" as allegro_link and error.
+    name = name.split("[", 1)[0].strip().casefold()
+    return name.replace(".", "_").replace(" ", "_")
 
 
 def with_query(url: str, params: dict[str, str]) -> str:
