@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
+import string
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,8 +23,31 @@ from allegro_link.auth.api_keys import (
 from allegro_link.auth.models import ApiKey
 from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.settings import Settings
+from tests.support.factories import make_settings
 
-KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}")
+KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}_[A-Za-z0-9]{6}")
+ALPHABET = string.ascii_letters + string.digits
+SECRET_ALPHABET = ALPHABET + "-_"
+
+
+def _random_key(rng: random.Random, *, check: bool) -> str:
+    prefix = "".join(rng.choice(ALPHABET) for _ in range(12))
+    secret = "".join(rng.choice(SECRET_ALPHABET) for _ in range(43))
+    key = f"alk_{prefix}_{secret}"
+    return f"{key}_{''.join(rng.choice(ALPHABET) for _ in range(6))}" if check else key
+
+
+async def _insert_first_format_key(sessionmaker: async_sessionmaker[AsyncSession], key: str) -> None:
+    """A key as the first format made them (alk_<prefix>_<secret>), stored as `create_api_key` stored it."""
+    async with sessionmaker.begin() as session:
+        session.add(
+            ApiKey(
+                name=f"old-{key[4:16]}",
+                prefix=key[4:16],
+                secret_hash=hashlib.sha256(key.encode()).digest(),
+                scopes=["tokens:read"],
+            )
+        )
 
 
 class FakeClock:
@@ -380,3 +405,67 @@ class TestVerify:
 
         assert await verifier.verify(key) is not None
         assert queries.count == 0
+
+
+class TestForgedKeys:
+    """A key that cannot be genuine is refused without asking the database."""
+
+    async def test_made_up_keys_of_the_current_format_cost_no_query(
+        self, sessionmaker: async_sessionmaker[AsyncSession], verifier: ApiKeyVerifier, queries: QueryCounter
+    ) -> None:
+        genuine = await _create(sessionmaker, "billing")
+        queries.count = 0
+        rng = random.Random(10)  # fixed: each of these fails its check for certain
+
+        for _ in range(1000):
+            assert await verifier.verify(_random_key(rng, check=True)) is None
+        assert queries.count == 0
+        assert await verifier.verify(genuine) is not None
+        assert queries.count == 1
+
+    async def test_any_one_character_changed_fails_the_check_without_a_query(
+        self, sessionmaker: async_sessionmaker[AsyncSession], verifier: ApiKeyVerifier, queries: QueryCounter
+    ) -> None:
+        key = await _create(sessionmaker, "billing")
+        queries.count = 0
+        for position in range(len("alk_"), len(key)):
+            if key[position] == "_":
+                continue
+            changed = key[:position] + ("B" if key[position] == "A" else "A") + key[position + 1 :]
+            assert await verifier.verify(changed) is None, position
+        assert queries.count == 0
+
+    async def test_made_up_keys_of_the_first_format_cost_one_query_per_interval(
+        self, verifier: ApiKeyVerifier, queries: QueryCounter, clock: FakeClock
+    ) -> None:
+        rng = random.Random(11)
+
+        await asyncio.gather(*(verifier.verify(_random_key(rng, check=False)) for _ in range(50)))
+        for _ in range(950):
+            assert await verifier.verify(_random_key(rng, check=False)) is None
+        assert queries.count == 1  # the set of existing prefixes, read once
+        clock.advance(5.1)
+        for _ in range(100):
+            assert await verifier.verify(_random_key(rng, check=False)) is None
+        assert queries.count == 2
+
+    async def test_keys_of_the_first_format_keep_working(
+        self, sessionmaker: async_sessionmaker[AsyncSession], verifier: ApiKeyVerifier
+    ) -> None:
+        old = _random_key(random.Random(12), check=False)
+        await _insert_first_format_key(sessionmaker, old)
+
+        principal = await verifier.verify(old)
+        assert principal is not None and principal.name == f"old-{old[4:16]}"
+        assert await verifier.verify(old[:-1] + ("A" if old[-1] != "A" else "B")) is None
+
+    async def test_with_the_database_down_made_up_keys_are_still_refused(self) -> None:
+        # Nothing listens on port 1: any query would fail, so a refusal here touched no database.
+        engine = create_engine(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none"))
+        try:
+            verifier = ApiKeyVerifier(create_sessionmaker(engine))
+            rng = random.Random(13)
+            for _ in range(100):
+                assert await verifier.verify(_random_key(rng, check=True)) is None
+        finally:
+            await engine.dispose()

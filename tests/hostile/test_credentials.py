@@ -206,6 +206,10 @@ class TestKeyComparisonTiming:
     hmac.compare_digest, exactly once, with equal lengths; an unknown prefix compares against a dummy
     digest. A caller therefore learns nothing from how long a near miss takes: the digests of two keys
     that share a long prefix are no more alike than those of two unrelated keys.
+
+    The candidates carry a correct check (the CRC at the end of a key): a wrong one is refused before
+    any of this, which tells the caller only what it can compute itself (the check depends on nothing
+    secret).
     """
 
     async def test_every_candidate_costs_one_full_hash_and_one_constant_time_compare(
@@ -215,14 +219,21 @@ class TestKeyComparisonTiming:
         engine = create_engine(settings)
         verifier = ApiKeyVerifier(create_sessionmaker(engine))
         recorder = _Recorder(monkeypatch)
-        prefix_part = key[: len("alk_") + 12 + 1]
-        secret = key[len(prefix_part) :]
+        body = key[: -len("_") - api_keys.CHECK_LENGTH]
+        prefix_part = body[: len("alk_") + 12 + 1]
+        secret = body[len(prefix_part) :]
+
+        def checked(candidate: str) -> str:
+            return f"{candidate}_{api_keys._check_of(candidate)}"
+
         candidates = {
             "the key": key,
-            "last character wrong": key[:-1] + ("A" if key[-1] != "A" else "B"),
-            "first secret character wrong": prefix_part + ("A" if secret[0] != "A" else "B") + secret[1:],
-            "whole secret wrong": prefix_part + "A" * len(secret),
-            "unknown prefix": "alk_ZZZZZZZZZZZZ_" + secret,
+            "last character wrong": checked(body[:-1] + ("A" if body[-1] != "A" else "B")),
+            "first secret character wrong": checked(
+                prefix_part + ("A" if secret[0] != "A" else "B") + secret[1:]
+            ),
+            "whole secret wrong": checked(prefix_part + "A" * len(secret)),
+            "unknown prefix": checked("alk_ZZZZZZZZZZZZ_" + secret),
         }
         try:
             await verifier.verify(key)  # warm the cache: no database time in what follows

@@ -1,8 +1,15 @@
 """Service API keys: creating, listing and revoking them (the CLI), and verifying them (every request).
 
-A key reads `alk_<prefix>_<secret>`: `prefix` is 12 random letters and digits, public, and finds the row;
-`secret` is 32 random bytes (url-safe base64, 43 characters). Only SHA-256 of the whole key is stored:
-the key carries 256 bits of randomness, so a fast hash suffices and nothing stored lets anyone rebuild it.
+A key reads `alk_<prefix>_<secret>_<check>`: `prefix` is 12 random letters and digits, public, and finds
+the row; `secret` is 32 random bytes (url-safe base64, 43 characters); `check` is the CRC32 of everything
+before it in 6 base62 characters. Only SHA-256 of the whole key is stored: the key carries 256 bits of
+randomness, so a fast hash suffices and nothing stored lets anyone rebuild it.
+
+Presenting a key must not cost a database query unless the key could be genuine. A made-up or mistyped
+key of the current format fails its check (all but one in 4 billion) and is refused on the spot. Keys of
+the first format (`alk_<prefix>_<secret>`, no check) are no longer created, so the set of their prefixes
+only shrinks: the verifier keeps the set of existing prefixes and refuses a first-format key whose
+prefix is not in it, reading the set again at most once per `negative_ttl_seconds`.
 
 Names identify keys for good (the token audit log records them), so a revoked key keeps its name and
 the name is not reused: create the replacement under a new name, switch the service over, then revoke.
@@ -21,6 +28,7 @@ import secrets
 import string
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +52,8 @@ NAME_MAX_LENGTH = 100
 MAX_PRESENTED_LENGTH = 200
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
-_KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}")
+_KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}(?:_([A-Za-z0-9]{6}))?")
+CHECK_LENGTH = 6
 # Compared against when the prefix is unknown, so that the work done does not depend on the prefix.
 _NO_KEY_HASH = bytes(hashlib.sha256().digest_size)
 
@@ -69,17 +78,41 @@ def hash_api_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def _check_of(body: str) -> str:
+    """CRC32 of `body` in base62, 6 characters (62**6 > 2**32)."""
+    value = zlib.crc32(body.encode())
+    digits = []
+    for _ in range(CHECK_LENGTH):
+        value, digit = divmod(value, len(_PREFIX_ALPHABET))
+        digits.append(_PREFIX_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
 def _new_key() -> tuple[str, str]:
     prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
-    return prefix, f"{KEY_MARKER}{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    body = f"{KEY_MARKER}{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    return prefix, f"{body}_{_check_of(body)}"
 
 
-def _prefix_of(presented: str) -> str | None:
-    """The prefix of a well-formed key, or None for anything that cannot be one of ours."""
+@dataclass(frozen=True, slots=True)
+class _Presented:
+    prefix: str
+    first_format: bool  # alk_<prefix>_<secret>, without a check
+
+
+def _parse(presented: str) -> _Presented | None:
+    """The prefix of a key that may be one of ours, or None for anything that cannot be."""
     if len(presented) > MAX_PRESENTED_LENGTH or not presented.isascii():
         return None
     match = _KEY_SHAPE.fullmatch(presented)
-    return match.group(1) if match else None
+    if match is None:
+        return None
+    check = match.group(2)
+    if check is None:
+        return _Presented(match.group(1), first_format=True)
+    if check != _check_of(presented[: -CHECK_LENGTH - 1]):
+        return None
+    return _Presented(match.group(1), first_format=False)
 
 
 def _check_name(name: str) -> str:
@@ -189,11 +222,17 @@ class ApiKeyVerifier:
         self._known: OrderedDict[str, _Entry] = OrderedDict()
         self._unknown: OrderedDict[str, _Entry] = OrderedDict()
         self._loading: dict[str, asyncio.Task[_StoredKey | None]] = {}
+        self._prefixes: frozenset[str] = frozenset()
+        self._prefixes_read_at = float("-inf")
+        self._reading_prefixes: asyncio.Task[None] | None = None
 
     async def verify(self, presented: str) -> ServicePrincipal | None:
         """The service behind `presented`, or None for a malformed, unknown, wrong or revoked key."""
-        prefix = _prefix_of(presented)
-        if prefix is None:
+        parsed = _parse(presented)
+        if parsed is None:
+            return None
+        prefix = parsed.prefix
+        if parsed.first_format and prefix not in self._known and not await self._prefix_exists(prefix):
             return None
         presented_hash = hash_api_key(presented)
         stored = await self._stored(prefix)
@@ -202,6 +241,25 @@ class ApiKeyVerifier:
         if stored is None or not matches:
             return None
         return stored.principal
+
+    async def _prefix_exists(self, prefix: str) -> bool:
+        if prefix in self._prefixes:
+            return True
+        if self._clock() - self._prefixes_read_at < self._negative_ttl:
+            return False
+        task = self._reading_prefixes
+        if task is None or task.done():
+            task = asyncio.create_task(self._read_prefixes(), name="api-key-prefixes")
+            self._reading_prefixes = task
+        # Shielded and shared like `_load`: concurrent misses cost one query.
+        await asyncio.shield(task)
+        return prefix in self._prefixes
+
+    async def _read_prefixes(self) -> None:
+        async with self._sessionmaker() as session:
+            prefixes = frozenset((await session.scalars(select(ApiKey.prefix))).all())
+        self._prefixes = prefixes
+        self._prefixes_read_at = self._clock()
 
     async def _stored(self, prefix: str) -> _StoredKey | None:
         now = self._clock()
