@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import uvicorn
 from fastapi import FastAPI
 
 from allegro_link.app import create_app
+from allegro_link.http_deadlines import DeadlineHttpToolsProtocol
 from allegro_link.logs import configure_logging
 from allegro_link.settings import Settings, load_settings
 
@@ -15,6 +19,20 @@ def app_factory() -> FastAPI:
     settings = load_settings(Settings)
     configure_logging(settings.log_level, json=settings.log_json)
     return create_app(settings)
+
+
+def connection_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn options that bound what slow or numerous clients can hold (tests serve with them too)."""
+    return {
+        # A partial, not a class, so that the deadlines travel with the config to worker processes.
+        "http": functools.partial(
+            DeadlineHttpToolsProtocol,
+            header_timeout=settings.http_header_timeout_seconds,
+            body_timeout=settings.http_body_timeout_seconds,
+        ),
+        "timeout_keep_alive": settings.http_keepalive_timeout_seconds,
+        "limit_concurrency": settings.http_max_connections,
+    }
 
 
 def serve(host: str, port: int, workers: int = 1) -> None:
@@ -32,4 +50,5 @@ def serve(host: str, port: int, workers: int = 1) -> None:
         server_header=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        **connection_limits(settings),
     )

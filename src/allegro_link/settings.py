@@ -181,6 +181,15 @@ class Settings(KeyRingSettings):
     # Revoking an API key takes effect within this many seconds (verified keys are cached).
     api_key_cache_seconds: float = Field(default=30.0, ge=0, le=600)
 
+    # `serve` only: bounds on slow clients (see http_deadlines.py). Headers must arrive within
+    # http_header_timeout_seconds of the connection waiting for a request, the body within
+    # http_body_timeout_seconds of the headers; idle keep-alive connections close after
+    # http_keepalive_timeout_seconds; past http_max_connections connections a process answers 503.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    http_keepalive_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    http_max_connections: int = Field(default=1000, ge=1, le=100_000)
+
     keepalive_enabled: bool = True
     keepalive_window_days: float = Field(default=14.0, gt=0, le=80)
     keepalive_interval_seconds: float = Field(default=300.0, ge=1, le=86400)

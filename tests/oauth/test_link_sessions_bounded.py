@@ -67,8 +67,8 @@ class TestPendingCap:
     ) -> None:
         other_owners_state = await _start(client, "owner-b")
         states: list[str] = []
-        for _ in range(40):  # 1,000 starts, 25 at a time: the cap holds under concurrency too
-            states += await asyncio.gather(*(_start(client, "owner-a") for _ in range(25)))
+        for _ in range(200):  # 1,000 starts, 5 at a time: the cap holds under concurrency too
+            states += await asyncio.gather(*(_start(client, "owner-a") for _ in range(5)))
 
         rows = await _rows(db, "owner-a")
         assert len(rows) == DEFAULT_CAP
@@ -107,6 +107,23 @@ class TestPendingCap:
         assert {_hash(called_back), _hash(expired)} <= hashes
         response = await client.get(f"/oauth/callback?code=abc&state={expired}")
         assert returned_params(response) == {"allegro_link": "error", "error": "state_expired"}
+
+
+class TestFlood:
+    async def test_starts_queued_behind_a_stuck_one_get_429_not_a_held_connection(
+        self, db: async_sessionmaker[AsyncSession], client: httpx.AsyncClient
+    ) -> None:
+        async with db.begin() as blocker:
+            # What a start of owner-a holds while it runs, held here for longer than starts may wait.
+            await blocker.execute(select(func.pg_advisory_xact_lock(0x616C6B31, func.hashtext("owner-a"))))
+            response = await client.post(
+                "/accounts/authorize", json={"return_to": RETURN_TO}, headers=bearer(owner_token("owner-a"))
+            )
+            other_owner = await _start(client, "owner-b")
+        assert response.status_code == 429
+        assert response.json()["code"] == "too_many_link_starts"
+        assert response.headers["retry-after"] == "1"
+        assert [row.state_hash for row in await _rows(db)] == [_hash(other_owner)]
 
 
 class TestCapSetting:

@@ -20,11 +20,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve an ASGI app on 127.0.0.1 until the block ends; yields its base URL."""
+def serve_in_thread(app: Any, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Serve an ASGI app on 127.0.0.1 until the block ends; yields its base URL. `options` go to uvicorn."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", **options
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

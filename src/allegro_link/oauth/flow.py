@@ -28,8 +28,8 @@ from enum import StrEnum
 
 import structlog
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.accounts.events import EventKind, record_event
@@ -44,7 +44,7 @@ from allegro_link.allegro.client import (
 )
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import utcnow, uuid7
-from allegro_link.errors import BadRequest, Conflict, NotFound
+from allegro_link.errors import BadRequest, Conflict, NotFound, Problem
 from allegro_link.oauth.models import LinkSession
 from allegro_link.oauth.return_to import ReturnToPolicy, with_query
 
@@ -57,6 +57,10 @@ EXPIRED_STATE_MEMORY = timedelta(hours=24)
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # First key of the two-key advisory lock that serialises one owner's starts (the second is the owner).
 _START_LOCK_SPACE = 0x616C6B31  # "alk1"
+# A start holds that lock for milliseconds; waiting longer means one owner is flooding, and its waiting
+# requests must not hold pooled connections for the whole statement timeout.
+START_LOCK_TIMEOUT_MS = 2000
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class CallbackOutcome(StrEnum):
@@ -76,6 +80,12 @@ class InvalidState(BadRequest):
 class LinkSessionNotFound(NotFound):
     code = "not_found"
     title = "Link session not found"
+
+
+class TooManyLinkStarts(Problem):
+    status = 429
+    code = "too_many_link_starts"
+    title = "Too many links started at once"
 
 
 class AccountMismatch(Conflict):
@@ -164,7 +174,20 @@ class LinkFlow:
         """Delete the owner's oldest pending states so that the one being started fits under the cap."""
         # Held until the request's transaction ends: concurrent starts of one owner count one by one,
         # so a burst cannot leave more than the cap behind.
-        await session.execute(select(func.pg_advisory_xact_lock(_START_LOCK_SPACE, func.hashtext(owner_id))))
+        await session.execute(text(f"SET LOCAL lock_timeout = {START_LOCK_TIMEOUT_MS}"))
+        try:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(_START_LOCK_SPACE, func.hashtext(owner_id)))
+            )
+        except DBAPIError as exc:
+            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                raise
+            log.warning("link.start.busy")
+            raise TooManyLinkStarts(
+                "Too many links are being started for this owner at once; retry shortly.",
+                headers={"Retry-After": "1"},
+            ) from None
+        await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
         beyond_cap = (
             select(LinkSession.id)
             .where(
@@ -435,6 +458,12 @@ def _discard(link: LinkSession, now: datetime) -> None:
     link.access_token_expires_at = None
     link.refresh_token_expires_at = None
     link.code_verifier_ciphertext = None
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def _error_redirect(return_to: str, outcome: CallbackOutcome) -> str:

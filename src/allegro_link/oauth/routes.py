@@ -20,6 +20,7 @@ from allegro_link.oauth.flow import (
     InvalidState,
     LinkFlow,
     LinkSessionNotFound,
+    TooManyLinkStarts,
 )
 from allegro_link.oauth.return_to import InvalidReturnTo
 from allegro_link.oauth.schemas import (
@@ -49,7 +50,7 @@ Flow = Annotated[LinkFlow, Depends(_flow)]
     operation_id="oauth-start-link",
     status_code=201,
     response_model=AuthorizeResponse,
-    responses=error_responses(Unauthenticated, Forbidden, InvalidReturnTo),
+    responses=error_responses(Unauthenticated, Forbidden, InvalidReturnTo, TooManyLinkStarts),
 )
 async def start_link(
     body: AuthorizeRequest, owner: Owner, session: DbSession, flow: Flow
@@ -64,7 +65,9 @@ async def start_link(
     operation_id="oauth-start-relogin",
     status_code=201,
     response_model=AuthorizeResponse,
-    responses=error_responses(Unauthenticated, Forbidden, AccountNotFound, InvalidReturnTo),
+    responses=error_responses(
+        Unauthenticated, Forbidden, AccountNotFound, InvalidReturnTo, TooManyLinkStarts
+    ),
 )
 async def start_relogin(
     account_id: uuid.UUID, body: AuthorizeRequest, owner: Owner, session: DbSession, flow: Flow
