@@ -8,6 +8,7 @@ accounts' status columns, run once a minute per process.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 from sqlalchemy.exc import ProgrammingError
@@ -56,9 +57,10 @@ async def refresh_forever(
     metrics: Metrics,
     *,
     interval_seconds: float = REFRESH_INTERVAL_SECONDS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     while True:
-        await asyncio.sleep(interval_seconds)
+        await sleep(interval_seconds)
         try:
             await update_status_gauge(sessionmaker, metrics)
         except Exception as exc:  # a database blip must not end the loop; the next pass retries
