@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-# Every scope an Allegro app can declare (facts sheet, section 2), plus `allegro:api:ads`, which real
+# Every scope an Allegro app can declare (docs/allegro.md), plus `allegro:api:ads`, which real
 # tokens carry although the tutorial does not list it.
 ALL_SCOPES: tuple[str, ...] = (
     "allegro:api:profile:read",
