@@ -130,17 +130,18 @@ class ClientAddresses:
     itself and is ignored. Without trusted proxies the header is never read.
     """
 
-    _CACHE_LIMIT = 1024
+    _CACHE_LIMIT = 4096
 
     def __init__(self, trusted: Sequence[IPNetwork]) -> None:
         self._trusted = tuple(trusted)
-        # Peers are few (the proxies themselves), so their verdicts are kept.
-        self._verdicts: dict[str, bool] = {}
+        # address → trusted (True/False), or None when it is not an IP address. Parsing an address
+        # costs microseconds, and the same proxies and clients come back request after request.
+        self._verdicts: dict[str, bool | None] = {}
 
     def of(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer: str | None = client[0] if client else None
-        if not self._trusted or peer is None or not self._is_trusted(peer):
+        if not self._trusted or peer is None or not self._verdict(peer):
             return peer
         hops = b",".join(value for name, value in scope["headers"] if name == FORWARDED_FOR_HEADER)
         nearest = peer
@@ -148,26 +149,27 @@ class ClientAddresses:
             hop = raw.strip().decode("latin-1")[:_MAX_ADDRESS_LENGTH]
             if not hop:
                 continue
-            try:
-                ipaddress.ip_address(hop)
-            except ValueError:
+            verdict = self._verdict(hop)
+            if verdict is None:
                 return nearest  # a trusted proxy writes addresses: what follows is not to be believed
-            if not self._is_trusted(hop):
+            if not verdict:
                 return hop
             nearest = hop
         return nearest
 
-    def _is_trusted(self, address: str) -> bool:
-        verdict = self._verdicts.get(address)
-        if verdict is None:
-            try:
-                ip = ipaddress.ip_address(address)
-            except ValueError:
-                return False
+    def _verdict(self, address: str) -> bool | None:
+        if address in self._verdicts:
+            return self._verdicts[address]
+        verdict: bool | None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            verdict = None
+        else:
             verdict = any(ip in network for network in self._trusted)
-            if len(self._verdicts) >= self._CACHE_LIMIT:
-                self._verdicts.clear()
-            self._verdicts[address] = verdict
+        if len(self._verdicts) >= self._CACHE_LIMIT:
+            self._verdicts.clear()  # bounded: clients cannot grow it without limit
+        self._verdicts[address] = verdict
         return verdict
 
 
