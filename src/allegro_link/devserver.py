@@ -18,11 +18,13 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from alembic import command
@@ -137,6 +139,9 @@ def run_dev(host: str, port: int, fake_port: int) -> None:
             f"dev refuses to start: {', '.join(present)} set; dev uses only its own embedded database "
             "and generated secrets (unset them, or run dev from another directory or shell)"
         )
+    # uvicorn re-raises a SIGTERM after its shutdown, which would end the process before the `finally`
+    # below stops PostgreSQL; as an interrupt, it runs the same clean-up as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     STATE_DIR.mkdir(exist_ok=True)
     secrets_path = STATE_DIR / "dev-secrets.json"
     dev_secrets = _dev_secrets(secrets_path)
@@ -177,6 +182,10 @@ def run_dev(host: str, port: int, fake_port: int) -> None:
     finally:
         embedded.cleanup()
         print("allegro-link dev: stopped", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def dev_settings(database_url: str, dev_secrets: Mapping[str, str], *, port: int, fake_port: int) -> Settings:
