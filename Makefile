@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit openapi bench clean
+.PHONY: dev test lint typecheck unit openapi docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/allegro-link openapi > openapi/openapi.json
+
+# docs/configuration.md is generated from the settings classes; a test fails when it is out of date.
+docs: $(STAMP)
+	$(BIN)/python -m allegro_link.configdoc > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .allegro-link .mypy_cache .pytest_cache .ruff_cache

@@ -178,11 +178,10 @@ def bench(options: argparse.Namespace, procs: Processes, db: BenchDatabase, work
         "ALLEGRO_LINK_FAKE_CLIENT_ID": CLIENT_ID,
         "ALLEGRO_LINK_FAKE_CLIENT_SECRET": CLIENT_SECRET,
         "ALLEGRO_LINK_FAKE_REDIRECT_URIS": redirect_uri,
-        "ALLEGRO_LINK_FAKE_CONTROLS": "1",
     }
     fake = procs.start(
         "fake-allegro",
-        [str(BIN / "allegro-link"), "fake-allegro", "--port", str(fake_port)],
+        [str(BIN / "allegro-link"), "fake-allegro", "--controls", "--port", str(fake_port)],
         env=fake_env,
         port=fake_port,
         ready_path="/__fake__/stats",

@@ -128,7 +128,6 @@ class Soak:
             "ALLEGRO_LINK_FAKE_CLIENT_SECRET": CLIENT_SECRET,
             "ALLEGRO_LINK_FAKE_REDIRECT_URIS": redirect_uri,
             "ALLEGRO_LINK_FAKE_ACCESS_TTL": "600",
-            "ALLEGRO_LINK_FAKE_CONTROLS": "1",
         }
         service_env = {
             **base,
@@ -144,7 +143,7 @@ class Soak:
             "ALLEGRO_LINK_DB_CONNECT_TIMEOUT_SECONDS": "2",
             "ALLEGRO_LINK_LOG_LEVEL": "WARNING",
         }
-        self._spawn("fake-allegro", ["--port", self.fake_url.rsplit(":", 1)[1]], fake_env)
+        self._spawn("fake-allegro", ["--controls", "--port", self.fake_url.rsplit(":", 1)[1]], fake_env)
         self._spawn("serve", ["--host", "127.0.0.1", "--port", str(service_port)], service_env)
         await self._wait_ready(self.fake_url + "/__fake__/stats", 30)
         await self._wait_ready(self.service_url + "/readyz", 30)

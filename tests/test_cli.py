@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
+from allegro_link import __version__
+from allegro_link.devserver import production_settings_present
 from allegro_link.settings import parse_encryption_keys
 from tests.support.factories import ENCRYPTION_KEY
+from tests.support.live import free_port
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | str = "/"
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ALLEGRO_LINK_")}
     clean.update(env or {})
     return subprocess.run(  # noqa: S603 - our own CLI
@@ -21,7 +29,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         env=clean,
         timeout=60,
         check=False,
-        cwd="/",
+        cwd=cwd,
     )
 
 
@@ -47,6 +55,84 @@ class TestCli:
         result = _run("migrate", env={"ALLEGRO_LINK_DATABASE_URL": "sqlite:///x.db"})
         assert result.returncode == 2
         assert "ALLEGRO_LINK_DATABASE_URL must use the postgresql+asyncpg driver" in result.stderr
+
+    def test_version_prints_the_package_version(self) -> None:
+        result = _run("--version")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"allegro-link {__version__}"
+
+    def test_help_names_no_document_outside_the_repository(self) -> None:
+        result = _run("--help")
+        assert result.returncode == 0
+        assert "CON" + "TRACT" not in result.stdout  # the team document this help once cited
+        assert "docs/configuration.md" in result.stdout
+
+
+class TestDevRefusesProductionSettings:
+    """`dev` writes a full-scope key to disk and mints JWTs: never against anything but its own stack."""
+
+    def test_a_database_url_in_the_environment_stops_it_before_anything_is_made(self, tmp_path: Path) -> None:
+        url = "postgresql+asyncpg://prod:hunter2@db.example:5432/prod"
+        result = _run("dev", env={"ALLEGRO_LINK_DATABASE_URL": url}, cwd=tmp_path)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "ALLEGRO_LINK_DATABASE_URL" in line and "refuses" in line
+        assert "hunter2" not in line  # names the variable, never echoes its value
+        assert list(tmp_path.iterdir()) == []  # no state dir, no secrets file, no embedded database
+
+    def test_production_secrets_in_dotenv_stop_it_too(self, tmp_path: Path) -> None:
+        (tmp_path / ".env").write_text(
+            "ALLEGRO_LINK_OWNER_JWT_SECRET="
+            + "p" * 40
+            + "\nALLEGRO_LINK_ENCRYPTION_KEYS="
+            + ENCRYPTION_KEY
+            + "\n"
+        )
+        result = _run("dev", cwd=tmp_path)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "ALLEGRO_LINK_OWNER_JWT_SECRET (in .env)" in line
+        assert "ALLEGRO_LINK_ENCRYPTION_KEYS (in .env)" in line
+        assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]
+
+    def test_log_settings_are_not_production_settings(self) -> None:
+        env = {"ALLEGRO_LINK_LOG_LEVEL": "DEBUG", "ALLEGRO_LINK_LOG_JSON": "true", "PATH": "/bin"}
+        assert production_settings_present(env, Path("/nonexistent/.env")) == []
+        env["allegro_link_client_secret"] = "x"  # pydantic-settings matches names in any case
+        assert production_settings_present(env, Path("/nonexistent/.env")) == ["ALLEGRO_LINK_CLIENT_SECRET"]
+
+
+class TestFakeAllegroControls:
+    @staticmethod
+    def _stats_status(*options: str) -> int:
+        port = free_port()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ALLEGRO_LINK_")}
+        process = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "allegro_link.cli", "fake-allegro", "--port", str(port), *options],
+            env=clean,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        http.get("/me")
+                        break
+                    except httpx.ConnectError:
+                        assert process.poll() is None and time.monotonic() < deadline, "did not start"
+                        time.sleep(0.05)
+                return http.get("/__fake__/stats").status_code
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+    def test_controls_are_off_by_default(self) -> None:
+        assert self._stats_status() == 404
+
+    def test_controls_flag_turns_them_on(self) -> None:
+        assert self._stats_status("--controls") == 200
 
 
 class TestCliWithDatabase:

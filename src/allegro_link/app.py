@@ -19,18 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from allegro_link import __version__
 from allegro_link.accounts.routes import router as accounts_router
 from allegro_link.allegro.client import AllegroClient
+from allegro_link.apidocs import docs_router
 from allegro_link.auth.api_keys import ApiKeyVerifier
 from allegro_link.auth.owner import OwnerTokenVerifier
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import create_engine, create_sessionmaker
-from allegro_link.demo import router as demo_router
+from allegro_link.demo import demo_router
+from allegro_link.demo.owner_token import OwnerTokenMinter
 from allegro_link.errors import install_error_handlers, problem_response
 from allegro_link.migrations_path import head_revision
 from allegro_link.oauth.flow import LinkFlow
 from allegro_link.oauth.purge import purge_forever
 from allegro_link.oauth.return_to import ReturnToPolicy
 from allegro_link.oauth.routes import router as oauth_router
+from allegro_link.ops import account_gauge
 from allegro_link.ops.metrics import Metrics
 from allegro_link.ops.middleware import BodyTooLarge, RequestContextMiddleware
 from allegro_link.ops.routes import router as ops_router
@@ -131,14 +134,31 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    owner_token_minter: OwnerTokenMinter | None = None,
+) -> FastAPI:
+    """The application. `owner_token_minter` is for `allegro-link dev` only: with it (and the demo on)
+    the demo panel can mint owner JWTs for anyone. No setting can supply one, so `serve` never has it.
+    """
     app_metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
-        background = [asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions")]
+        # Also the start-up check of the database: one line says why when it turns us away.
+        await account_gauge.fill_at_start(
+            resources.sessionmaker, app_metrics, timeout_seconds=settings.db_connect_timeout_seconds
+        )
+        background = [
+            asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions"),
+            asyncio.create_task(
+                account_gauge.refresh_forever(resources.sessionmaker, app_metrics), name="accounts-gauge"
+            ),
+        ]
         if settings.keepalive_enabled:
             background.append(
                 asyncio.create_task(
@@ -174,6 +194,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by docs_router from the package instead of a CDN; ReDoc would need a CDN too.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_tags=[
             {"name": "accounts", "description": "Linked Allegro accounts and their status."},
             {"name": "oauth", "description": "Linking and re-linking accounts through Allegro's login."},
@@ -191,7 +215,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(oauth_router)
     app.include_router(tokens_router)
     app.include_router(ops_router)
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.demo_enabled:
-        app.include_router(demo_router)
-    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
+        app.include_router(demo_router(owner_token_minter))
+    app.add_middleware(
+        RequestContextMiddleware, metrics=app_metrics, trusted_proxies=settings.trusted_proxy_networks
+    )
     return app

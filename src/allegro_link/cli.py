@@ -1,4 +1,4 @@
-"""`allegro-link` command line (CONTRACT section 2).
+"""`allegro-link` command line (every command is described in docs/api.md).
 
 Each subcommand loads only the settings it uses. Failures print one line to stderr and exit non-zero;
 anything a script should capture (a new key) is alone on the last line of stdout.
@@ -45,17 +45,22 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from allegro_link.devserver import run_dev
+    from allegro_link.devserver import DevRefused, run_dev
 
-    run_dev(host=args.host, port=args.port, fake_port=args.fake_port)
+    try:
+        run_dev(host=args.host, port=args.port, fake_port=args.fake_port)
+    except DevRefused as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
 def _cmd_fake_allegro(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from allegro_link.fake_allegro import FakeAllegroConfig
     from allegro_link.fake_allegro.server import serve
 
-    serve(args.host, args.port, FakeAllegroConfig.from_env())
+    serve(args.host, args.port, replace(FakeAllegroConfig.from_env(), controls_enabled=args.controls))
     return 0
 
 
@@ -178,63 +183,152 @@ def _cmd_import_legacy(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(load_settings(DatabaseSettings), work))
 
 
+DB = "reads ALLEGRO_LINK_DATABASE_URL (and the optional ALLEGRO_LINK_DB_* settings)"
+SETTINGS_DOC = "every setting, its default and meaning: docs/configuration.md"
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from allegro_link import __version__
+
     parser = argparse.ArgumentParser(
-        prog="allegro-link", description=__doc__.splitlines()[0] if __doc__ else ""
+        prog="allegro-link",
+        description=(
+            "OAuth broker for Allegro seller accounts. Settings come from ALLEGRO_LINK_* environment "
+            "variables, also read from .env in the working directory."
+        ),
+        epilog=f"Run `allegro-link COMMAND --help` for a command's options; {SETTINGS_DOC}.",
     )
+    parser.add_argument("--version", action="version", version=f"allegro-link {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="production server (uvicorn); never migrates by itself")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a container listens on all
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.set_defaults(handler=_cmd_serve)
+    def command(name: str, summary: str, details: str, handler: Handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=f"{summary}. {details}", formatter_class=Formatter
+        )
+        sub.set_defaults(handler=handler)
+        return sub
 
-    migrate = commands.add_parser("migrate", help="alembic upgrade head on ALLEGRO_LINK_DATABASE_URL")
-    migrate.set_defaults(handler=_cmd_migrate)
-
-    dev = commands.add_parser(
-        "dev", help="embedded PostgreSQL + fake Allegro + the service (what `make dev` runs)"
+    serve = command(
+        "serve",
+        "Run the service (uvicorn)",
+        "Reads every ALLEGRO_LINK_* setting; the required ones are ALLEGRO_LINK_DATABASE_URL, "
+        "_CLIENT_ID, _CLIENT_SECRET, _REDIRECT_URI, _ENCRYPTION_KEYS, _RETURN_URL_ALLOWLIST and one of "
+        f"_OWNER_JWT_SECRET / _OWNER_JWT_JWKS_URL ({SETTINGS_DOC}). Never migrates: run "
+        "`allegro-link migrate` first.",
+        _cmd_serve,
     )
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--fake-port", type=int, default=8001)
-    dev.set_defaults(handler=_cmd_dev)
+    # A server in a container listens on every interface.
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (each has its own pool and metrics)"
+    )
 
-    fake = commands.add_parser("fake-allegro", help="the Allegro OAuth emulator alone")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8001)
-    fake.set_defaults(handler=_cmd_fake_allegro)
+    command(
+        "migrate",
+        "Migrate the database to this version's schema (alembic upgrade head)",
+        f"Run once per release, before the new version takes traffic; {DB}.",
+        _cmd_migrate,
+    )
 
-    openapi = commands.add_parser("openapi", help="print the OpenAPI document")
-    openapi.set_defaults(handler=_cmd_openapi)
+    dev = command(
+        "dev",
+        "Run everything locally: embedded PostgreSQL, fake Allegro, the service (what `make dev` runs)",
+        "Keeps its database and generated secrets in ./.allegro-link/ and prints the URLs, an owner JWT, "
+        "a service API key and the database URL. Reads only ALLEGRO_LINK_LOG_LEVEL and _LOG_JSON; "
+        "refuses to start when any other ALLEGRO_LINK_* setting is set in the environment or .env.",
+        _cmd_dev,
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address of the service and the fake Allegro")
+    dev.add_argument("--port", type=int, default=8000, help="port of the service")
+    dev.add_argument("--fake-port", type=int, default=8001, help="port of the fake Allegro")
 
-    keys = commands.add_parser("encryption-key", help="token encryption keys")
+    fake = command(
+        "fake-allegro",
+        "Run the Allegro OAuth emulator alone (for tests and demos, never in production)",
+        "Reads ALLEGRO_LINK_FAKE_CLIENT_ID (default allegro-link-dev), _CLIENT_SECRET "
+        "(allegro-link-dev-secret), _REDIRECT_URIS (http://localhost:8000/oauth/callback), _ACCESS_TTL "
+        "(43200 s) and _REFRESH_TTL (7776000 s).",
+        _cmd_fake_allegro,
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake.add_argument("--port", type=int, default=8001, help="port to listen on")
+    fake.add_argument(
+        "--controls",
+        action="store_true",
+        help="serve the /__fake__/ test controls (create users, revoke grants, inject faults, move the "
+        "clock); they let anyone act as any user, so they are off unless asked for",
+    )
+
+    command(
+        "openapi",
+        "Print the OpenAPI document (JSON)",
+        "Needs no configuration; the same document the service serves at /openapi.json.",
+        _cmd_openapi,
+    )
+
+    keys = commands.add_parser(
+        "encryption-key", help="Token encryption keys", description="Token encryption keys."
+    )
     key_commands = keys.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    generate = key_commands.add_parser("generate", help="print a new key entry")
+    generate = key_commands.add_parser(
+        "generate",
+        help="Print a new key entry (key_id:base64key) for ALLEGRO_LINK_ENCRYPTION_KEYS",
+        description="Print a new key entry, alone on the last line. Needs no configuration.",
+    )
     generate.set_defaults(handler=_cmd_encryption_key_generate)
-    rotate = key_commands.add_parser("rotate", help="re-encrypt every stored token under the primary key")
-    rotate.add_argument("--batch-size", type=int, default=500)
+    rotate = key_commands.add_parser(
+        "rotate",
+        help="Re-encrypt every stored token under the primary (first) key",
+        description="Re-encrypt every stored token under the first key of ALLEGRO_LINK_ENCRYPTION_KEYS; "
+        f"safe while serving and idempotent; exits 1 if values are left. {DB.capitalize()} and "
+        "ALLEGRO_LINK_ENCRYPTION_KEYS.",
+        formatter_class=Formatter,
+    )
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows re-encrypted per transaction")
     rotate.set_defaults(handler=_cmd_encryption_key_rotate)
 
-    api_keys = commands.add_parser("api-keys", help="service API keys")
+    api_keys = commands.add_parser(
+        "api-keys", help="Service API keys", description=f"Service API keys; {DB}."
+    )
     api_key_commands = api_keys.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
-    create = api_key_commands.add_parser("create", help="print a new key once")
-    create.add_argument("--name", required=True)
-    create.add_argument("--scope", action="append", required=True, choices=["tokens:read", "accounts:read"])
+    create = api_key_commands.add_parser(
+        "create",
+        help="Create a key and print it once (only its hash is stored)",
+        description=f"Create a key and print it once, alone on the last line; {DB}.",
+    )
+    create.add_argument("--name", required=True, help="unique name, shown in the audit log; never reused")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=["tokens:read", "accounts:read"],
+        help="repeat for several: tokens:read fetches access tokens, accounts:read lists accounts",
+    )
     create.set_defaults(handler=_cmd_api_keys_create)
-    listing = api_key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    listing = api_key_commands.add_parser(
+        "list", help="List keys (names, scopes, dates; never the keys)", description=f"List keys; {DB}."
+    )
     listing.set_defaults(handler=_cmd_api_keys_list)
-    revoke = api_key_commands.add_parser("revoke", help="revoke a key by name")
-    revoke.add_argument("name")
+    revoke = api_key_commands.add_parser(
+        "revoke",
+        help="Revoke a key by name",
+        description="Revoke a key by name; running services stop accepting it within "
+        f"ALLEGRO_LINK_API_KEY_CACHE_SECONDS (30 s by default); {DB}.",
+    )
+    revoke.add_argument("name", help="the key's name")
     revoke.set_defaults(handler=_cmd_api_keys_revoke)
 
-    accounts = commands.add_parser("accounts", help="account maintenance")
+    accounts = commands.add_parser("accounts", help="Account maintenance", description="Account maintenance.")
     account_commands = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     legacy = account_commands.add_parser(
-        "import-legacy", help="import accounts of the old login system (CSV)"
+        "import-legacy",
+        help="Import accounts of the old login system as relogin_required",
+        description="Import `owner_id,login` CSV rows as accounts that must log in again; all or "
+        f"nothing, and accounts already present are skipped, so it can be re-run; {DB}.",
     )
-    legacy.add_argument("file", metavar="FILE.csv")
+    legacy.add_argument("file", metavar="FILE.csv", help="CSV file with owner_id,login rows")
     legacy.set_defaults(handler=_cmd_import_legacy)
 
     return parser

@@ -12,7 +12,7 @@ from allegro_link.settings import Settings
 def openapi_schema() -> dict[str, Any]:
     # Building the schema touches no setting: routes are the same whatever the configuration, and the
     # lifespan (which would use them) never runs here.
-    app = create_app(Settings.model_construct(demo_enabled=False, dev_mode=False))
+    app = create_app(Settings.model_construct(demo_enabled=False))
     return app.openapi()
 
 

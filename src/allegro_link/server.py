@@ -48,7 +48,9 @@ def serve(host: str, port: int, workers: int = 1) -> None:
         access_log=False,  # the request middleware logs requests without query strings
         log_config=None,
         server_header=False,
-        proxy_headers=True,
+        # Off: uvicorn would trust X-Forwarded-For from 127.0.0.1 by default. The access log reads it
+        # from ALLEGRO_LINK_TRUSTED_PROXIES only (ops/middleware.py); nothing else uses it.
+        proxy_headers=False,
         timeout_graceful_shutdown=20,
         **connection_limits(settings),
     )

@@ -1,7 +1,8 @@
 """Configuration from `ALLEGRO_LINK_*` environment variables (and `.env`).
 
-Settings are layered so that each command asks only for what it uses (CONTRACT section 2):
-`migrate` needs a database, `encryption-key rotate` a database and keys, `serve` everything.
+Settings are layered so that each command asks only for what it uses: `migrate` needs a database,
+`encryption-key rotate` a database and keys, `serve` everything. docs/configuration.md lists them all
+(generated from these classes by `make docs`; a test keeps it in sync).
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ class Settings(KeyRingSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
     demo_enabled: bool = False
-    dev_mode: bool = False
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For names the client in the access log. Empty: the
+    # peer address is the client, and X-Forwarded-For is ignored (anyone can send one).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("allegro_auth_url", "allegro_api_url", "owner_jwt_jwks_url")
     @classmethod
@@ -231,6 +234,25 @@ class Settings(KeyRingSettings):
             if not parts.path.endswith("/"):
                 raise ValueError(f"entry {entry!r} must end with '/'")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"entry {entry!r} must be an IP address or a CIDR network") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies)
 
     @field_validator("owner_jwt_secret")
     @classmethod

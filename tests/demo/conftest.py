@@ -1,6 +1,7 @@
 """The demo panel against the real service, the fake Allegro and PostgreSQL, in headless Chromium.
 
-The service runs with `demo_enabled` and `dev_mode`, so the page mints its own owner JWT (for
+The service runs with the demo on and an owner-token minter (as under `allegro-link dev`), so the
+page mints its own owner JWT (for
 `demo-owner` unless told otherwise). The page is opened at `http://localhost:PORT/demo`, the host of the
 redirect URI, so the whole journey stays on one origin. A failed test leaves a full-page screenshot in
 `test-artifacts/`.
@@ -9,15 +10,18 @@ redirect URI, so the whole journey stays on one origin. A failed test leaves a f
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from allegro_link.app import create_app
+from allegro_link.demo.owner_token import OwnerTokenMinter
 from allegro_link.settings import Settings
 from tests.demo.browser_stack import CHROMIUM, CHROMIUM_ARGS
 from tests.support.factories import ALLOWED_RETURN, end_to_end_settings
+from tests.support.live import serve_in_thread
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -35,8 +39,17 @@ def link_settings(database_url: str, fake_and_service_ports: tuple[int, int]) ->
         fake_and_service_ports,
         return_url_allowlist=f"http://localhost:{service_port}/,{ALLOWED_RETURN}",
         demo_enabled=True,
-        dev_mode=True,
     )
+
+
+@pytest.fixture
+def service_url(
+    link_settings: Settings, fake_url: str, fake_and_service_ports: tuple[int, int]
+) -> Iterator[str]:
+    """The service as `allegro-link dev` builds it: with the minter that only dev passes."""
+    app = create_app(link_settings, owner_token_minter=OwnerTokenMinter.for_settings(link_settings))
+    with serve_in_thread(app, port=fake_and_service_ports[1]) as url:
+        yield url
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ class TestWithoutDevMode:
     async def test_the_page_asks_for_the_owner_jwt_and_keeps_it_for_the_tab(
         self, page: Page, database_url: str
     ) -> None:
-        settings = make_settings(database_url, demo_enabled=True, dev_mode=False)
+        settings = make_settings(database_url, demo_enabled=True)
         await insert_account(settings, owner_id="owner-a", login="Sprzedawca1")
         port = free_port()
         with serve_in_thread(create_app(settings), port=port):

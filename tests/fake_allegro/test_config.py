@@ -8,14 +8,14 @@ from allegro_link.fake_allegro import FakeAllegroConfig
 from allegro_link.fake_allegro.config import FakeConfigError
 
 
-def test_defaults_are_the_dev_client_with_controls_on() -> None:
+def test_defaults_are_the_dev_client_with_controls_off() -> None:
     config = FakeAllegroConfig.from_env({})
 
     (client,) = config.clients
     assert client.client_id == "allegro-link-dev"
     assert client.client_secret == "allegro-link-dev-secret"
     assert list(client.redirect_uris) == ["http://localhost:8000/oauth/callback"]
-    assert config.controls_enabled is True
+    assert config.controls_enabled is False
     assert (config.access_token_ttl, config.refresh_token_ttl) == (43200, 90 * 86400)
     assert (config.code_ttl, config.refresh_grace) == (10, 60)
 
@@ -28,7 +28,6 @@ def test_every_variable_is_read() -> None:
             "ALLEGRO_LINK_FAKE_REDIRECT_URIS": "http://localhost:1/cb, https://app.example/cb",
             "ALLEGRO_LINK_FAKE_ACCESS_TTL": "60",
             "ALLEGRO_LINK_FAKE_REFRESH_TTL": "3600",
-            "ALLEGRO_LINK_FAKE_CONTROLS": "0",
         }
     )
 
@@ -36,7 +35,6 @@ def test_every_variable_is_read() -> None:
     assert (client.client_id, client.client_secret) == ("id", "secret")
     assert list(client.redirect_uris) == ["http://localhost:1/cb", "https://app.example/cb"]
     assert (config.access_token_ttl, config.refresh_token_ttl) == (60, 3600)
-    assert config.controls_enabled is False
 
 
 def test_controls_are_off_unless_asked_for_in_code() -> None:
@@ -48,7 +46,8 @@ def test_controls_are_off_unless_asked_for_in_code() -> None:
     [
         {"ALLEGRO_LINK_FAKE_ACCESS_TTL": "soon"},
         {"ALLEGRO_LINK_FAKE_REFRESH_TTL": "1"},
-        {"ALLEGRO_LINK_FAKE_CONTROLS": "maybe"},
+        # No variable switches the controls on (only --controls does); a leftover one is an error.
+        {"ALLEGRO_LINK_FAKE_CONTROLS": "1"},
     ],
 )
 def test_bad_values_are_refused(variables: dict[str, str]) -> None:

@@ -121,7 +121,6 @@ def test_serve_runs_the_fake_configured_from_the_environment() -> None:
         "PYTHONPATH": str(SRC),
         "ALLEGRO_LINK_FAKE_CLIENT_ID": "env-client",
         "ALLEGRO_LINK_FAKE_CLIENT_SECRET": "env-secret",
-        "ALLEGRO_LINK_FAKE_CONTROLS": "0",
     }
     script = (
         "from allegro_link.fake_allegro import FakeAllegroConfig\n"

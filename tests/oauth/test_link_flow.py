@@ -1,4 +1,4 @@
-"""Linking and re-linking accounts end to end (CONTRACT section 5: callback and completion tables)."""
+"""Linking and re-linking accounts end to end (docs/api.md: the callback and completion)."""
 
 from __future__ import annotations
 

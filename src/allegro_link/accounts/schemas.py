@@ -1,4 +1,4 @@
-"""The Account JSON object (CONTRACT section 5) and list pages."""
+"""The Account JSON object (docs/api.md) and list pages."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ class AllegroClient:
 
     def authorization_url(self, *, state: str, code_challenge: str) -> str:
         # prompt=confirm always: with several accounts in one browser, Allegro would otherwise reuse
-        # the logged-in session silently and link the same account twice (facts sheet, section 2).
+        # the logged-in session silently and link the same account twice (docs/allegro.md).
         url: str = prepare_grant_uri(
             f"{self._auth_base_url}/auth/oauth/authorize",
             client_id=self.client_id,
@@ -313,7 +313,7 @@ def _token_set(payload: dict[str, Any], operation: str, status: int) -> TokenSet
 
 
 def _unverified_claims(token: str) -> dict[str, Any]:
-    # Allegro publishes no signing keys; clients decode without verifying (facts sheet, section 3).
+    # Allegro publishes no signing keys; clients decode without verifying (docs/allegro.md).
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

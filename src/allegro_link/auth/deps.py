@@ -1,6 +1,6 @@
 """Who is calling: an owner (JWT) or an internal service (API key), as FastAPI dependencies.
 
-No or invalid credentials → 401; valid credentials without the right → 403 (CONTRACT section 4).
+No or invalid credentials → 401; valid credentials without the right → 403.
 API keys are recognisable by their `alk_` prefix, so one Bearer header serves both kinds of caller.
 """
 
@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from allegro_link.auth.api_keys import ServicePrincipal
 from allegro_link.auth.owner import OwnerPrincipal
 from allegro_link.errors import Forbidden, Unauthenticated
+from allegro_link.ops.middleware import CALLER_SCOPE_KEY
 
 API_KEY_PREFIX = "alk_"
 MAX_CREDENTIAL_LENGTH = 8192
@@ -79,7 +80,10 @@ class _BearerRole(HTTPBearer, Generic[P]):
 
     async def __call__(self, request: Request) -> P:  # type: ignore[override]
         credentials = await super().__call__(request)
-        return self._role(await _authenticate(request, credentials))
+        principal = await _authenticate(request, credentials)
+        # For the access log, also when the role check below refuses the caller.
+        request.scope[CALLER_SCOPE_KEY] = actor(principal)
+        return self._role(principal)
 
 
 Owner = Annotated[OwnerPrincipal, Depends(_BearerRole(_owner))]

@@ -1,11 +1,13 @@
-"""`GET /demo` and its two assets, plus `POST /demo/owner-token` in dev mode. None of it is in OpenAPI.
+"""`GET /demo` and its two assets; with an owner-token minter (only `allegro-link dev` has one) also
+`POST /demo/owner-token` and `GET /demo/linked`. None of it is in OpenAPI.
 
 The page is a plain API client: everything it shows comes from the public endpoints, called with an
-owner JWT that the user pastes, or, in dev mode, that `POST /demo/owner-token` mints for a chosen owner.
+owner JWT that the user pastes, or, under `allegro-link dev`, that `POST /demo/owner-token` mints.
 """
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from functools import cache
 from importlib.resources import files
@@ -15,14 +17,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, Field
 
-from allegro_link.demo.owner_token import CannotMint, mint_owner_jwt
-from allegro_link.errors import NotFound
-from allegro_link.settings import Settings
-
-router = APIRouter(prefix="/demo", include_in_schema=False)
+from allegro_link.demo.owner_token import OwnerTokenMinter
 
 DEV_MODE_PLACEHOLDER = "{{DEV_MODE}}"
 OWNER_TOKEN_LIFETIME_SECONDS = 3600
+LINKED_PATH = "/demo/linked"
 
 # The page loads nothing from elsewhere and runs no inline script: a CSP says so to the browser too.
 # no-referrer: the address may still carry a link_session for a moment after the return from Allegro.
@@ -44,29 +43,6 @@ def _asset(name: str) -> str:
     return (files("allegro_link.demo") / "static" / name).read_text(encoding="utf-8")
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.resources.settings
-    return settings
-
-
-@router.get("", response_class=HTMLResponse)
-async def page(request: Request) -> HTMLResponse:
-    """The "Konta Allegro" panel."""
-    dev_mode = "true" if _settings(request).dev_mode else "false"
-    html = _asset("index.html").replace(DEV_MODE_PLACEHOLDER, dev_mode)
-    return HTMLResponse(html, headers=PAGE_HEADERS)
-
-
-@router.get("/panel.js")
-async def script() -> Response:
-    return Response(_asset("panel.js"), media_type="text/javascript; charset=utf-8", headers=ASSET_HEADERS)
-
-
-@router.get("/panel.css")
-async def stylesheet() -> Response:
-    return Response(_asset("panel.css"), media_type="text/css; charset=utf-8", headers=ASSET_HEADERS)
-
-
 def _check_owner_id(value: str) -> str:
     if not value.isprintable() or value != value.strip():
         raise ValueError("must be printable, without leading or trailing spaces")
@@ -83,15 +59,62 @@ class OwnerTokenResponse(BaseModel):
     expires_at: datetime
 
 
-@router.post("/owner-token", response_model=OwnerTokenResponse)
-async def owner_token(body: OwnerTokenRequest, request: Request, response: Response) -> OwnerTokenResponse:
-    """Dev mode only: an owner JWT for any owner id, so the panel can act as that owner."""
-    settings = _settings(request)
-    if not settings.dev_mode:
-        raise NotFound("Owner tokens are minted here in dev mode only.")
-    try:
-        minted = mint_owner_jwt(settings, body.owner_id, OWNER_TOKEN_LIFETIME_SECONDS)
-    except CannotMint as exc:
-        raise NotFound(str(exc)) from None
-    response.headers["Cache-Control"] = "no-store"
-    return OwnerTokenResponse(owner_id=body.owner_id, token=minted.token, expires_at=minted.expires_at)
+def demo_router(minter: OwnerTokenMinter | None) -> APIRouter:
+    """The demo routes; the minting ones exist only when `minter` is given."""
+    router = APIRouter(prefix="/demo", include_in_schema=False)
+    dev_mode = "true" if minter is not None else "false"
+
+    @router.get("", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        """The "Konta Allegro" panel."""
+        return HTMLResponse(
+            _asset("index.html").replace(DEV_MODE_PLACEHOLDER, dev_mode), headers=PAGE_HEADERS
+        )
+
+    @router.get("/panel.js")
+    async def script() -> Response:
+        return Response(
+            _asset("panel.js"), media_type="text/javascript; charset=utf-8", headers=ASSET_HEADERS
+        )
+
+    @router.get("/panel.css")
+    async def stylesheet() -> Response:
+        return Response(_asset("panel.css"), media_type="text/css; charset=utf-8", headers=ASSET_HEADERS)
+
+    if minter is not None:
+        _add_dev_routes(router, minter)
+    return router
+
+
+def _add_dev_routes(router: APIRouter, minter: OwnerTokenMinter) -> None:
+    @router.post("/owner-token", response_model=OwnerTokenResponse)
+    async def owner_token(body: OwnerTokenRequest, response: Response) -> OwnerTokenResponse:
+        """An owner JWT for any owner id, so that the panel can act as that owner."""
+        minted = minter.mint(body.owner_id, OWNER_TOKEN_LIFETIME_SECONDS)
+        response.headers["Cache-Control"] = "no-store"
+        return OwnerTokenResponse(owner_id=body.owner_id, token=minted.token, expires_at=minted.expires_at)
+
+    @router.get("/linked", response_class=HTMLResponse)
+    async def linked(request: Request) -> HTMLResponse:
+        """A `return_to` for trying the API by hand: shows what Allegro's round trip brought back.
+
+        Unlike the panel, it completes nothing, so the `link_session` it shows is still usable with
+        `POST /oauth/complete` (the dev banner's curl example).
+        """
+        params = request.query_params
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th><td><code>{html.escape(params[name])}</code></td></tr>"
+            for name in ("allegro_link", "link_session", "error")
+            if name in params
+        )
+        complete = str(request.base_url).rstrip("/") + "/oauth/complete"
+        body = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>allegro-link: back from '
+            "Allegro</title></head><body><h1>Back from Allegro</h1>"
+            f"<table>{rows or '<tr><td>No link result in the address.</td></tr>'}</table>"
+            "<p>Complete the link as the owner who started it (the session is single-use and expires):</p>"
+            f"<pre>curl -s -X POST {html.escape(complete)} -H 'Authorization: Bearer &lt;owner JWT&gt;' \\\n"
+            "     -H 'Content-Type: application/json' -d '{\"link_session\": \"&lt;link_session&gt;\"}'</pre>"
+            "</body></html>"
+        )
+        return HTMLResponse(body, headers=PAGE_HEADERS)

@@ -1,6 +1,6 @@
 """A faithful emulator of Allegro's OAuth server and `GET /me`, for development, demos and tests.
 
-It follows the behaviour described in `allegro-oauth-facts.md`: the HTML login/consent page, exact
+It follows the behaviour described in docs/allegro.md: the HTML login/consent page, exact
 redirect URI matching, 10-second single-use codes, PKCE S256 only, Basic client auth, form-body-only
 token parameters, refresh-token rotation with a 60-second reuse grace, the 20-session cap, and
 Allegro's error bodies and media types. Test controls live in `controls.py`.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-# Every scope an Allegro app can declare (facts sheet, section 2), plus `allegro:api:ads`, which real
+# Every scope an Allegro app can declare (docs/allegro.md), plus `allegro:api:ads`, which real
 # tokens carry although the tutorial does not list it.
 ALL_SCOPES: tuple[str, ...] = (
     "allegro:api:profile:read",
@@ -84,13 +84,22 @@ class FakeAllegroConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FakeAllegroConfig:
-        """Build the config of `allegro-link fake-allegro` from ALLEGRO_LINK_FAKE_* variables."""
+        """Build the config of `allegro-link fake-allegro` from ALLEGRO_LINK_FAKE_* variables.
+
+        The test controls stay off: only `--controls` turns them on, never a variable, because the
+        fake ships in the production image and an inherited variable must not open them there.
+        """
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str) -> str:
             value = env.get(ENV_PREFIX + name, "").strip()
             return value or default
 
+        if env.get(ENV_PREFIX + "CONTROLS"):
+            # It used to switch the controls on, and did by default; a leftover must not look obeyed.
+            raise FakeConfigError(
+                f"{ENV_PREFIX}CONTROLS is no longer read: pass --controls to enable the test controls"
+            )
         redirect_uris = [
             uri.strip() for uri in get("REDIRECT_URIS", DEV_REDIRECT_URI).split(",") if uri.strip()
         ]
@@ -103,7 +112,6 @@ class FakeAllegroConfig:
             clients=[client],
             access_token_ttl=_positive_int(get("ACCESS_TTL", str(cls.access_token_ttl)), "ACCESS_TTL"),
             refresh_token_ttl=_positive_int(get("REFRESH_TTL", str(cls.refresh_token_ttl)), "REFRESH_TTL"),
-            controls_enabled=_flag(get("CONTROLS", "1"), "CONTROLS"),
         )
 
 
@@ -116,12 +124,3 @@ def _positive_int(value: str, name: str) -> int:
         # expires_in is the lifetime minus one second, so anything shorter would read as already expired.
         raise FakeConfigError(f"{ENV_PREFIX}{name} must be at least 2 seconds")
     return number
-
-
-def _flag(value: str, name: str) -> bool:
-    lowered = value.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise FakeConfigError(f"{ENV_PREFIX}{name} must be 1 or 0")

@@ -42,7 +42,7 @@ class User:
     features: list[str] = field(default_factory=list)
 
     def as_me(self) -> dict[str, object]:
-        """The body of GET /me (facts sheet, section 5)."""
+        """The body of GET /me (docs/allegro.md)."""
         return {
             "id": self.id,
             "login": self.login,

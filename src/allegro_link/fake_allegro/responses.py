@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 
-# The token endpoint answers plain JSON, except invalid_grant (facts sheet, section 4).
+# The token endpoint answers plain JSON, except invalid_grant (docs/allegro.md).
 OAUTH_JSON = "application/json;charset=UTF-8"
 ALLEGRO_JSON = "application/vnd.allegro.public.v1+json"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -1,4 +1,4 @@
-"""The API host: `GET /me`, with Allegro's header rules and 401/403/406 bodies (facts sheet, sections 5-6)."""
+"""The API host: `GET /me`, with Allegro's header rules and 401/403/406 bodies (docs/allegro.md)."""
 
 from __future__ import annotations
 

@@ -304,7 +304,7 @@ class FakeStore:
             if access is not None and not access.killed and now < access.expires_at:
                 active.append((access.sequence, session))
         active.sort(key=lambda item: item[0])
-        # Going over the cap ends the oldest session, refresh token included (facts sheet, section 4).
+        # Going over the cap ends the oldest session, refresh token included (docs/allegro.md).
         for _, session in active[: max(0, len(active) - self._config.max_active_access_tokens)]:
             session.killed = True
 

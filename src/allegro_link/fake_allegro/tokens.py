@@ -1,4 +1,4 @@
-"""JWT minting and reading for the fake, shaped like Allegro's tokens (facts sheet, section 3).
+"""JWT minting and reading for the fake, shaped like Allegro's tokens (docs/allegro.md).
 
 The signature only proves a token came from this fake instance; whether it is still valid (rotated,
 revoked, expired on the fake's clock) is decided by the store, as on the real server.

@@ -51,7 +51,7 @@ class Metrics:
         )
         self.accounts_by_status = Gauge(
             "allegro_link_accounts",
-            "Accounts by effective status (updated by the keep-alive loop).",
+            "Accounts by effective status (counted at start, then every minute).",
             ("status",),
             registry=self.registry,
         )

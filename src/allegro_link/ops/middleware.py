@@ -1,13 +1,18 @@
 """Pure ASGI middleware: request ids, access log without query strings, metrics, input guards.
 
 Written against raw ASGI (not BaseHTTPMiddleware) because it wraps every request on the token path.
+The access log names the client (its address, taken from X-Forwarded-For only when the peer is a
+configured trusted proxy) and the caller (set by the auth dependency once credentials are verified),
+so that failed and refused attempts can be attributed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -24,6 +29,13 @@ MAX_BODY_BYTES = 64 * 1024
 # owner JWT is the largest header, and 8 KB is its own limit in auth/deps.py).
 MAX_HEADER_BYTES = 16 * 1024
 
+# Where auth/deps.py leaves who the verified caller is (`owner:ID` or `service:KEY NAME`).
+CALLER_SCOPE_KEY = "allegro_link.caller"
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
+_MAX_ADDRESS_LENGTH = 45  # the longest textual IPv6 address
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 log = structlog.get_logger("allegro_link.http")
 
 # Requests whose success is logged at DEBUG only. Every token handed out is already recorded in the
@@ -34,10 +46,17 @@ QUIET_WHEN_SUCCESSFUL = frozenset({("GET", "/accounts/{account_id}/token")})
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        trusted_proxies: Sequence[IPNetwork] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.client_addresses = ClientAddresses(trusted_proxies)
         # prometheus_client's `labels()` validates and locks on every call; label sets are few (route
         # templates, not paths), so each one's children are looked up once and kept.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -82,6 +101,8 @@ class RequestContextMiddleware:
                 path=scope["path"][:200],
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
+                client=self.client_addresses.of(scope),
+                caller=scope.get(CALLER_SCOPE_KEY),
             )
             structlog.contextvars.clear_contextvars()
 
@@ -99,6 +120,57 @@ class RequestContextMiddleware:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ClientAddresses:
+    """The client's address: the peer's, or, behind trusted proxies, the nearest untrusted hop.
+
+    X-Forwarded-For is read right to left (each proxy appends the address it saw), skipping trusted
+    proxies; the first untrusted address is the client. Anything left of it was written by the client
+    itself and is ignored. Without trusted proxies the header is never read.
+    """
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
+        self._trusted = tuple(trusted)
+        # address → trusted (True/False), or None when it is not an IP address. Parsing an address
+        # costs microseconds, and the same proxies and clients come back request after request.
+        self._verdicts: dict[str, bool | None] = {}
+
+    def of(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        peer: str | None = client[0] if client else None
+        if not self._trusted or peer is None or not self._verdict(peer):
+            return peer
+        hops = b",".join(value for name, value in scope["headers"] if name == FORWARDED_FOR_HEADER)
+        nearest = peer
+        for raw in reversed(hops.split(b",")):
+            hop = raw.strip().decode("latin-1")[:_MAX_ADDRESS_LENGTH]
+            if not hop:
+                continue
+            verdict = self._verdict(hop)
+            if verdict is None:
+                return nearest  # a trusted proxy writes addresses: what follows is not to be believed
+            if not verdict:
+                return hop
+            nearest = hop
+        return nearest
+
+    def _verdict(self, address: str) -> bool | None:
+        if address in self._verdicts:
+            return self._verdicts[address]
+        verdict: bool | None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            verdict = None
+        else:
+            verdict = any(ip in network for network in self._trusted)
+        if len(self._verdicts) >= self._CACHE_LIMIT:
+            self._verdicts.clear()  # bounded: clients cannot grow it without limit
+        self._verdicts[address] = verdict
+        return verdict
 
 
 def _request_id(scope: Scope) -> str:

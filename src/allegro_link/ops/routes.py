@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
 from allegro_link.errors import ProblemDetails, is_connection_error, problem_response
+from allegro_link.ops.database import describe_refusal
 
 router = APIRouter(tags=["ops"])
 
@@ -38,7 +39,12 @@ async def healthz() -> Health:
     "/readyz",
     operation_id="ops-readyz",
     response_model=Readiness,
-    responses={503: {"model": ProblemDetails, "description": "Database unreachable or not migrated"}},
+    responses={
+        503: {
+            "model": ProblemDetails,
+            "description": "Database unreachable, refusing the login, or not migrated",
+        }
+    },
 )
 async def readyz(request: Request) -> Readiness | JSONResponse:
     """The database is reachable and migrated to the revision this build expects."""
@@ -52,6 +58,11 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     except Exception as exc:
         if isinstance(exc, TimeoutError) or is_connection_error(exc):
             return _not_ready("The database cannot be reached.")
+        refusal = describe_refusal(exc)
+        if refusal is not None:
+            # Not a bug of ours and not an outage: the URL or the role is wrong. 503 keeps the replica
+            # out of rotation; the detail tells the operator what to fix.
+            return _not_ready(refusal)
         raise
     if current != expected:
         return _not_ready(
