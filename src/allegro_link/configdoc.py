@@ -62,6 +62,17 @@ MEANINGS: dict[str, str] = {
     "log_json": "One JSON object per line on stderr; `false` for plain text.",
     "demo_enabled": "Serve the demo panel at `/demo`. Outside `allegro-link dev` it asks for a pasted "
     "owner JWT: no setting makes the service mint owner JWTs.",
+    "link_max_pending_per_owner": "Link starts an owner may have waiting for Allegro's callback; one more "
+    "start drops the oldest (its callback then answers 400 `invalid_state`).",
+    "owner_jwt_max_age_seconds": "When set, owner JWTs whose `iat` is older than this (plus 30 s leeway) "
+    "are refused, and so are tokens without `iat`.",
+    "http_header_timeout_seconds": "A request's headers must arrive within this once the connection waits "
+    "for a request; later, the server answers 408 and closes it.",
+    "http_body_timeout_seconds": "A request's body must arrive within this after its headers; later, the "
+    "connection is closed.",
+    "http_keepalive_timeout_seconds": "Idle keep-alive connections close after this. A proxy in front "
+    "should close its idle upstream connections sooner.",
+    "http_max_connections": "Open connections per process; beyond it new requests are answered 503.",
     "trusted_proxies": "Comma-separated IPs or CIDR networks of reverse proxies. When a request comes "
     "from one, the access log takes the client address from `X-Forwarded-For` (the nearest address that "
     "is not a trusted proxy); otherwise the header is ignored.",
