@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the project definition changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall only when the project definition changes. The client library (clients/python) is its own
+# distribution; it goes into the same venv, editable, so that `make test` lints, type-checks and tests it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e clients/python
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -21,8 +22,8 @@ dev: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests migrations
-	$(BIN)/ruff check src tests migrations
+	$(BIN)/ruff format --check src tests migrations clients
+	$(BIN)/ruff check src tests migrations clients
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
