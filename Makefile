@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit openapi bench clean
+.PHONY: dev test lint typecheck unit test-client openapi bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ typecheck: $(STAMP)
 PYTEST_ARGS ?= -n 4
 unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The client library's own suite (tests/client, also part of `make test`): its lint, its types as a
+# package of its own (clients/python/pyproject.toml), and its tests against the service and the fake.
+test-client: $(STAMP)
+	$(BIN)/ruff format --check clients tests/client
+	$(BIN)/ruff check clients tests/client
+	cd clients/python && ../../$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS) tests/client
 
 # Not part of `make test`: about 15 minutes of load on this machine. Needs PostgreSQL at 127.0.0.1:5432
 # (or BENCH_PG_URL) and wrk (installed with apt-get when missing). Writes docs/performance.md.

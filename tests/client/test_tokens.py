@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from allegro_link_client import AllegroLink, AsyncAllegroLink
+import pytest
+from allegro_link_client import AllegroLink, AllegroLinkUnavailable, AsyncAllegroLink
 
 from tests.client.conftest import Seller
 from tests.client.support import ALLEGRO_JSON, CallLog, FakeControls
@@ -118,3 +120,69 @@ class TestSecrecy:
 
         assert all(token.access_token not in text and api_key not in text for text in shown)
         assert seller.login in repr(token)  # the rest stays visible for debugging
+
+
+def a_token(request: httpx.Request) -> httpx.Response:
+    account_id = request.url.path.split("/")[2]
+    expires_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {
+        "account_id": account_id,
+        "allegro_user_id": "1",
+        "login": "x",
+        "access_token": "t",
+        "expires_at": expires_at,
+    }
+    return httpx.Response(200, json={**body, "token_type": "bearer", "scope": None})
+
+
+class TestWaitingForAnotherFetch:
+    """A caller queued behind another caller's fetch keeps to its own deadline (the service is held
+    back by a transport that answers only when the test says so)."""
+
+    def test_a_thread_waiting_for_another_fetch_gives_up_at_its_deadline(self) -> None:
+        account, arrived, release, seen = uuid.uuid4(), threading.Event(), threading.Event(), []
+
+        def held_back(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            arrived.set()
+            release.wait(30)
+            return a_token(request)
+
+        with (
+            AllegroLink(
+                "http://link.test", api_key="k", deadline=0.5, transport=httpx.MockTransport(held_back)
+            ) as link,
+            ThreadPoolExecutor(max_workers=1) as pool,
+        ):
+            first = pool.submit(link.token, account)
+            arrived.wait(30)
+            with pytest.raises(AllegroLinkUnavailable) as raised:
+                link.token(account)
+            release.set()
+
+            assert first.result().account_id == account
+        assert raised.value.code == "deadline_exceeded"
+        assert len(seen) == 1
+
+    async def test_a_task_waiting_for_another_fetch_gives_up_at_its_deadline(self) -> None:
+        account, arrived, release, seen = uuid.uuid4(), asyncio.Event(), asyncio.Event(), []
+
+        async def held_back(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            arrived.set()
+            await release.wait()
+            return a_token(request)
+
+        async with AsyncAllegroLink(
+            "http://link.test", api_key="k", deadline=0.5, transport=httpx.MockTransport(held_back)
+        ) as link:
+            first = asyncio.create_task(link.token(account))
+            await arrived.wait()
+            with pytest.raises(AllegroLinkUnavailable) as raised:
+                # The outer timeout only keeps a broken client from hanging the suite.
+                await asyncio.wait_for(link.token(account), 30)
+            release.set()
+
+            assert (await first).account_id == account
+        assert raised.value.code == "deadline_exceeded"
+        assert len(seen) == 1

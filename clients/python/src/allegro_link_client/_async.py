@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TypeVar
 
@@ -13,7 +15,7 @@ import httpx
 from allegro_link_client._auth import AllegroAuth
 from allegro_link_client._cache import TokenCache
 from allegro_link_client._calls import Call, Endpoints
-from allegro_link_client._errors import AccountNotFound, ReloginRequired
+from allegro_link_client._errors import AccountNotFound, ReloginRequired, still_fetching
 from allegro_link_client._feed import FeedQuery, FeedState
 from allegro_link_client._models import Account, AccountId, Event, Token, as_uuid
 from allegro_link_client._retry import RetryPolicy, is_retryable
@@ -66,11 +68,12 @@ class AsyncAllegroLink:
         if held is not None:
             return held
         # One fetch per account at a time: tasks that wait here find the token it brought.
-        async with self._lock(account):
+        ends_at = self._retry.ends_at()
+        async with self._locked(account, ends_at):
             held = self._tokens.usable(account, min_valid_for)
             if held is not None:
                 return held
-            return await self._keep(account, self._endpoints.token(account, min_valid_for))
+            return await self._keep(account, self._endpoints.token(account, min_valid_for), ends_at)
 
     async def refresh(
         self, account_id: AccountId, *, rejected_token: str | Token | None = None, min_valid_for: int = 300
@@ -78,12 +81,14 @@ class AsyncAllegroLink:
         """Report a token Allegro refused (401) and get its successor; without one, refresh now."""
         account = as_uuid(account_id)
         rejected = rejected_token.access_token if isinstance(rejected_token, Token) else rejected_token
-        async with self._lock(account):
+        ends_at = self._retry.ends_at()
+        async with self._locked(account, ends_at):
             if rejected is not None:
                 held = self._tokens.replacement(account, rejected, min_valid_for)
                 if held is not None:
                     return held
-            return await self._keep(account, self._endpoints.refresh(account, min_valid_for, rejected))
+            call = self._endpoints.refresh(account, min_valid_for, rejected)
+            return await self._keep(account, call, ends_at)
 
     def auth(self, account_id: AccountId, *, min_valid_for: int = 300) -> AllegroAuth:
         """An `httpx.Auth` for calls to Allegro as this account, with `httpx.AsyncClient`."""
@@ -140,20 +145,31 @@ class AsyncAllegroLink:
 
     # -- plumbing -------------------------------------------------------------------------------------
 
-    async def _keep(self, account: uuid.UUID, call: Call[Token]) -> Token:
+    async def _keep(self, account: uuid.UUID, call: Call[Token], ends_at: float) -> Token:
         try:
-            return self._tokens.keep(await self._send(call))
+            return self._tokens.keep(await self._send(call, ends_at))
         except (ReloginRequired, AccountNotFound):
             self._tokens.forget(account)
             raise
 
-    def _lock(self, account: uuid.UUID) -> asyncio.Lock:
-        return self._locks.setdefault(account, asyncio.Lock())
+    @asynccontextmanager
+    async def _locked(self, account: uuid.UUID, ends_at: float) -> AsyncIterator[None]:
+        # Waiting for another task's fetch counts against this caller's deadline too.
+        lock = self._locks.setdefault(account, asyncio.Lock())
+        try:
+            async with asyncio.timeout(max(ends_at - time.monotonic(), 0)):
+                await lock.acquire()
+        except TimeoutError:
+            raise still_fetching() from None
+        try:
+            yield
+        finally:
+            lock.release()
 
-    async def _send(self, call: Call[T]) -> T:
-        attempts = self._retry.start(call.extra_time)
+    async def _send(self, call: Call[T], ends_at: float | None = None) -> T:
+        attempts = self._retry.start(call.extra_time, ends_at=ends_at)
         while True:
-            call.request.extensions["timeout"] = attempts.timeout()
+            call.request.extensions["timeout"] = attempts.start_attempt()
             try:
                 response = await self._http.send(call.request)
             except httpx.TransportError as exc:

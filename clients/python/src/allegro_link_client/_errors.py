@@ -73,14 +73,14 @@ class RequestNotReplayable(AllegroLinkError):
 
 
 def error_from_response(response: httpx.Response, account_id: uuid.UUID | None = None) -> AllegroLinkError:
-    """The typed error for a non-2xx answer of allegro-link."""
+    """The typed error for a non-2xx answer of allegro-link; `account_id` when the call was about one."""
     problem = _problem(response)
     code = str(problem.get("code") or f"http_{response.status_code}")
     message = _message(problem, response)
     if code == "relogin_required":
         reason = problem.get("relogin_reason")
         return ReloginRequired(message, account_id=account_id, reason=str(reason) if reason else None)
-    if response.status_code == 404:
+    if response.status_code == 404 and account_id is not None:
         return AccountNotFound(message, code=code, status=404)
     if response.status_code == 503:
         return AllegroLinkUnavailable(
@@ -94,6 +94,15 @@ def unreachable(exc: httpx.TransportError) -> AllegroLinkUnavailable:
     return AllegroLinkUnavailable(
         f"allegro-link could not be reached within the deadline ({type(exc).__name__})",
         code="unreachable",
+        status=None,
+        retry_after=None,
+    )
+
+
+def still_fetching() -> AllegroLinkUnavailable:
+    return AllegroLinkUnavailable(
+        "another request for this account's token did not finish within the deadline",
+        code="deadline_exceeded",
         status=None,
         retry_after=None,
     )

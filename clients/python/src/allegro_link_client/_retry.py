@@ -37,13 +37,20 @@ class RetryPolicy:
         if self.deadline <= 0 or self.max_attempts < 1:
             raise ValueError("deadline must be positive and max_attempts at least 1")
 
+    def ends_at(self, clock: Callable[[], float] = time.monotonic) -> float:
+        return clock() + self.deadline
+
     def start(
         self,
         extra_time: float = 0.0,
+        *,
+        ends_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> Attempts:
-        return Attempts(self, clock() + self.deadline + extra_time, clock, jitter)
+        """The attempts of one call; `ends_at` when part of the caller's deadline is spent already."""
+        end = (ends_at if ends_at is not None else self.ends_at(clock)) + extra_time
+        return Attempts(self, end, clock, jitter)
 
 
 class Attempts:
@@ -62,8 +69,8 @@ class Attempts:
         self._jitter = jitter
         self.made = 0
 
-    def timeout(self) -> dict[str, float | None]:
-        """The next attempt's timeouts (httpx's request extension): whatever is left of the deadline."""
+    def start_attempt(self) -> dict[str, float | None]:
+        """Count an attempt; its timeouts (httpx's request extension) are whatever is left of the deadline."""
         self.made += 1
         return httpx.Timeout(max(self._ends_at - self._clock(), 0.001)).as_dict()
 

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TypeVar
 
@@ -14,7 +15,7 @@ import httpx
 from allegro_link_client._auth import AllegroAuth, InThread
 from allegro_link_client._cache import TokenCache
 from allegro_link_client._calls import Call, Endpoints
-from allegro_link_client._errors import AccountNotFound, ReloginRequired
+from allegro_link_client._errors import AccountNotFound, ReloginRequired, still_fetching
 from allegro_link_client._feed import FeedQuery, FeedState
 from allegro_link_client._models import Account, AccountId, Event, Token, as_uuid
 from allegro_link_client._retry import RetryPolicy, is_retryable
@@ -67,11 +68,12 @@ class AllegroLink:
         if held is not None:
             return held
         # One fetch per account at a time: threads that wait here find the token it brought.
-        with self._lock(account):
+        ends_at = self._retry.ends_at()
+        with self._locked(account, ends_at):
             held = self._tokens.usable(account, min_valid_for)
             if held is not None:
                 return held
-            return self._keep(account, self._endpoints.token(account, min_valid_for))
+            return self._keep(account, self._endpoints.token(account, min_valid_for), ends_at)
 
     def refresh(
         self, account_id: AccountId, *, rejected_token: str | Token | None = None, min_valid_for: int = 300
@@ -79,12 +81,13 @@ class AllegroLink:
         """Report a token Allegro refused (401) and get its successor; without one, refresh now."""
         account = as_uuid(account_id)
         rejected = rejected_token.access_token if isinstance(rejected_token, Token) else rejected_token
-        with self._lock(account):
+        ends_at = self._retry.ends_at()
+        with self._locked(account, ends_at):
             if rejected is not None:
                 held = self._tokens.replacement(account, rejected, min_valid_for)
                 if held is not None:
                     return held
-            return self._keep(account, self._endpoints.refresh(account, min_valid_for, rejected))
+            return self._keep(account, self._endpoints.refresh(account, min_valid_for, rejected), ends_at)
 
     def auth(self, account_id: AccountId, *, min_valid_for: int = 300) -> AllegroAuth:
         """An `httpx.Auth` for calls to Allegro as this account (works with `httpx.Client` and
@@ -142,21 +145,29 @@ class AllegroLink:
 
     # -- plumbing -------------------------------------------------------------------------------------
 
-    def _keep(self, account: uuid.UUID, call: Call[Token]) -> Token:
+    def _keep(self, account: uuid.UUID, call: Call[Token], ends_at: float) -> Token:
         try:
-            return self._tokens.keep(self._send(call))
+            return self._tokens.keep(self._send(call, ends_at))
         except (ReloginRequired, AccountNotFound):
             self._tokens.forget(account)
             raise
 
-    def _lock(self, account: uuid.UUID) -> threading.Lock:
+    @contextmanager
+    def _locked(self, account: uuid.UUID, ends_at: float) -> Iterator[None]:
+        # Waiting for another thread's fetch counts against this caller's deadline too.
         with self._locks_guard:
-            return self._locks.setdefault(account, threading.Lock())
+            lock = self._locks.setdefault(account, threading.Lock())
+        if not lock.acquire(timeout=max(ends_at - time.monotonic(), 0)):
+            raise still_fetching()
+        try:
+            yield
+        finally:
+            lock.release()
 
-    def _send(self, call: Call[T]) -> T:
-        attempts = self._retry.start(call.extra_time)
+    def _send(self, call: Call[T], ends_at: float | None = None) -> T:
+        attempts = self._retry.start(call.extra_time, ends_at=ends_at)
         while True:
-            call.request.extensions["timeout"] = attempts.timeout()
+            call.request.extensions["timeout"] = attempts.start_attempt()
             try:
                 response = self._http.send(call.request)
             except httpx.TransportError as exc:
