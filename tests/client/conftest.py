@@ -52,15 +52,21 @@ def fake(fake_url: str) -> FakeControls:
     return FakeControls(fake_url)
 
 
+# A generous deadline: the machine running the suite may be slow; the deadline has tests of its own.
+DEADLINE = 30.0
+
+
 @pytest.fixture
 def link(service_url: str, api_key: str, calls: CallLog) -> Iterator[AllegroLink]:
-    with AllegroLink(service_url, api_key=api_key, transport=CountingTransport(calls)) as client:
+    with AllegroLink(
+        service_url, api_key=api_key, deadline=DEADLINE, transport=CountingTransport(calls)
+    ) as client:
         yield client
 
 
 @pytest.fixture
 async def async_link(service_url: str, api_key: str, calls: CallLog) -> AsyncIterator[AsyncAllegroLink]:
     async with AsyncAllegroLink(
-        service_url, api_key=api_key, transport=AsyncCountingTransport(calls)
+        service_url, api_key=api_key, deadline=DEADLINE, transport=AsyncCountingTransport(calls)
     ) as client:
         yield client

@@ -77,11 +77,13 @@ class TestOutage:
         await self._stale_token_and_allegro_down(harness, seller, fake, retry_after=1)
         calls = CallLog()
 
+        # A deadline far beyond three attempts: here the attempts are the bound (the deadline has its
+        # own tests below), which keeps the count exact on a slow machine.
         async with AsyncAllegroLink(
             service_url,
             api_key=api_key,
-            deadline=2.5,
-            max_attempts=10,
+            deadline=60,
+            max_attempts=3,
             transport=AsyncCountingTransport(calls),
         ) as link:
             with pytest.raises(AllegroLinkUnavailable) as raised:
@@ -89,8 +91,7 @@ class TestOutage:
 
         assert raised.value.retry_after == 1
         assert (raised.value.code, raised.value.status) == ("allegro_unavailable", 503)
-        # Waits of 1 s each within 2.5 s: at most three attempts, and more than one.
-        assert 2 <= calls.token_fetches() <= 3
+        assert calls.token_fetches() == 3
 
     async def test_a_retry_after_beyond_the_deadline_is_not_waited_for(
         self, service_url: str, api_key: str, seller: Seller, harness: LinkHarness, fake: FakeControls
@@ -99,7 +100,7 @@ class TestOutage:
         calls = CallLog()
 
         async with AsyncAllegroLink(
-            service_url, api_key=api_key, deadline=5, transport=AsyncCountingTransport(calls)
+            service_url, api_key=api_key, deadline=20, transport=AsyncCountingTransport(calls)
         ) as link:
             with pytest.raises(AllegroLinkUnavailable) as raised:
                 await link.token(seller.account_id)
@@ -116,7 +117,7 @@ class TestOutage:
         calls = CallLog()
 
         async with AsyncAllegroLink(
-            service_url, api_key=api_key, deadline=10, transport=AsyncCountingTransport(calls)
+            service_url, api_key=api_key, deadline=30, transport=AsyncCountingTransport(calls)
         ) as link:
             token = await link.token(seller.account_id)
 

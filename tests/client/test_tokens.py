@@ -98,7 +98,7 @@ class TestConcurrency:
         assert statuses == [200] * 32
         assert calls.token_fetches() == 1
 
-    async def test_a_sync_link_serves_an_async_client_without_blocking_its_loop(
+    async def test_a_sync_links_auth_works_with_an_async_client_too(
         self, link: AllegroLink, seller: Seller, fake_url: str, calls: CallLog
     ) -> None:
         async with httpx.AsyncClient(
