@@ -80,7 +80,22 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
     options.update(overrides)
     engine = create_async_engine(settings.database_url.get_secret_value(), **options)
     event.listen(engine.sync_engine, "checkout", _discard_closed_connections)
+    if settings.db_pgbouncer:
+        event.listen(engine.sync_engine, "set_engine_execution_options", _no_autocommit)
+        event.listen(engine.sync_engine, "set_connection_execution_options", _no_autocommit)
     return engine
+
+
+def _no_autocommit(target: Any, options: dict[str, Any]) -> None:
+    """Behind PgBouncer, statements run in a transaction even where the code asks for autocommit.
+
+    asyncpg prepares a statement in one round trip and executes it in the next. Outside a transaction
+    PgBouncer may hand each round trip to another server connection, where the statement does not exist.
+    SQLAlchemy takes the options as this hook leaves them (the dictionary may be changed in place), so the
+    fast autocommit reads (the token path's) become BEGIN, SELECT, ROLLBACK: two more round trips, only here.
+    """
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        del options["isolation_level"]
 
 
 def pgbouncer_connect_args() -> dict[str, Any]:

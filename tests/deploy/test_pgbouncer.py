@@ -150,6 +150,32 @@ class TestConnecting:
             await engine.dispose()
         assert results == [[worker * 100 + round_ + 1 for round_ in range(10)] for worker in range(20)]
 
+    async def test_reads_asked_for_in_autocommit_work(self, database_url: str, pgbouncer_port: int) -> None:
+        """The token path reads in autocommit; outside a transaction asyncpg's prepare and execute could
+        reach different server connections, so the setting runs such reads in a transaction."""
+        settings = DatabaseSettings(
+            database_url=SecretStr(through_pgbouncer(database_url, pgbouncer_port)),
+            db_pgbouncer=True,
+            _env_file=None,
+        )
+        engine = create_engine(settings)
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+        async def reads(worker: int) -> list[int]:
+            seen = []
+            for round_ in range(10):
+                async with reader.connect() as connection:
+                    seen.append(
+                        await connection.scalar(text("SELECT CAST(:n AS int) + 1"), {"n": worker + round_})
+                    )
+            return seen
+
+        try:
+            results = await asyncio.gather(*(reads(worker * 100) for worker in range(20)))
+        finally:
+            await engine.dispose()
+        assert results == [[worker * 100 + round_ + 1 for round_ in range(10)] for worker in range(20)]
+
 
 class TestServing:
     async def test_ready_and_the_token_path_works(self, harness: LinkHarness, database_url: str) -> None:
