@@ -8,9 +8,11 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
+from allegro_link.db import pgbouncer_connect_args
 from allegro_link.models import Base
-from allegro_link.settings import DatabaseSettings, load_settings
+from allegro_link.settings import DatabaseSettings, PoolerSettings, load_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -26,6 +28,13 @@ def _database_url() -> str:
     return load_settings(DatabaseSettings).database_url.get_secret_value()
 
 
+def _behind_pgbouncer() -> bool:
+    flag = config.attributes.get("db_pgbouncer")
+    if isinstance(flag, bool):
+        return flag
+    return load_settings(PoolerSettings).db_pgbouncer
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -39,7 +48,8 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(_database_url())
+    connect_args = pgbouncer_connect_args() if _behind_pgbouncer() else {}
+    engine = create_async_engine(_database_url(), poolclass=NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

@@ -13,6 +13,7 @@ from allegro_link.app import create_app
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
 from tests.demo.browser_stack import NOT_RUN
+from tests.deploy.tools import NOT_RUN as DEPLOY_NOT_RUN
 from tests.support.database import (
     PgServer,
     create_migrated_database,
@@ -115,7 +116,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     reasons = {
         str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
         for report in terminalreporter.stats.get("skipped", [])
-        if NOT_RUN in str(report.longrepr)
+        if NOT_RUN in str(report.longrepr) or DEPLOY_NOT_RUN in str(report.longrepr)
     }
     for reason in sorted(reasons):
         terminalreporter.write_sep("!", reason.removeprefix("Skipped: "), red=True, bold=True)

@@ -48,6 +48,26 @@ def uuid7() -> uuid.UUID:
 
 def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
     statement_timeout_ms = int(settings.db_statement_timeout_seconds * 1000)
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        # Client-side bound on every statement; it also holds behind PgBouncer, where the server-side
+        # timeouts below cannot be sent.
+        "command_timeout": settings.db_statement_timeout_seconds + 2,
+        "server_settings": {"application_name": "allegro-link"},
+    }
+    if settings.db_pgbouncer:
+        connect_args.update(pgbouncer_connect_args())
+    else:
+        # Startup parameters last for the whole server session. PgBouncer refuses them (it tracks only a
+        # few, application_name among them) and, in transaction mode, would hand the session to other
+        # clients anyway: there the role's defaults (ALTER ROLE ... SET, docs/deploy.md) take their place.
+        connect_args["server_settings"].update(
+            {
+                "statement_timeout": str(statement_timeout_ms),
+                "lock_timeout": str(statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(statement_timeout_ms * 6),
+            }
+        )
     options: dict[str, Any] = {
         # Not pre-ping: on asyncpg it is three round trips (BEGIN, a query, ROLLBACK) on every checkout,
         # a tenth of the token path's CPU. _discard_closed_connections below does its job for free.
@@ -55,21 +75,45 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_connect_timeout_seconds,
-        "connect_args": {
-            "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_seconds + 2,
-            "server_settings": {
-                "application_name": "allegro-link",
-                "statement_timeout": str(statement_timeout_ms),
-                "lock_timeout": str(statement_timeout_ms),
-                "idle_in_transaction_session_timeout": str(statement_timeout_ms * 6),
-            },
-        },
+        "connect_args": connect_args,
     }
     options.update(overrides)
     engine = create_async_engine(settings.database_url.get_secret_value(), **options)
     event.listen(engine.sync_engine, "checkout", _discard_closed_connections)
+    if settings.db_pgbouncer:
+        event.listen(engine.sync_engine, "set_engine_execution_options", _no_autocommit)
+        event.listen(engine.sync_engine, "set_connection_execution_options", _no_autocommit)
     return engine
+
+
+def _no_autocommit(target: Any, options: dict[str, Any]) -> None:
+    """Behind PgBouncer, statements run in a transaction even where the code asks for autocommit.
+
+    asyncpg prepares a statement in one round trip and executes it in the next. Outside a transaction
+    PgBouncer may hand each round trip to another server connection, where the statement does not exist.
+    SQLAlchemy takes the options as this hook leaves them (the dictionary may be changed in place), so the
+    fast autocommit reads (the token path's) become BEGIN, SELECT, ROLLBACK: two more round trips, only here.
+    """
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        del options["isolation_level"]
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg options for PgBouncer in transaction pooling mode.
+
+    Each transaction may run on another server connection, so a prepared statement must never be reused
+    outside the transaction that prepared it (no caches), and its name must be unique: a name another
+    client's transaction left behind on that server connection would otherwise collide.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 def _discard_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:

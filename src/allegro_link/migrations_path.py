@@ -18,12 +18,15 @@ def migrations_dir() -> Path:
     raise FileNotFoundError("Alembic migrations not found next to the package or in the source tree")
 
 
-def alembic_config(database_url: str | None = None) -> Config:
+def alembic_config(database_url: str | None = None, *, pgbouncer: bool | None = None) -> Config:
+    """pgbouncer None: the Alembic environment reads ALLEGRO_LINK_DB_PGBOUNCER itself."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["configure_logging"] = False
     if database_url is not None:
         config.attributes["database_url"] = database_url
+    if pgbouncer is not None:
+        config.attributes["db_pgbouncer"] = pgbouncer
     return config
 
 

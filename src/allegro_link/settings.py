@@ -71,12 +71,23 @@ def _check_http_url(value: str, *, what: str = "") -> str:
     return value
 
 
-class DatabaseSettings(BaseSettings):
-    """What every command that touches PostgreSQL needs."""
+class PoolerSettings(BaseSettings):
+    """How the service reaches PostgreSQL: directly, or through PgBouncer in transaction pooling mode.
+
+    Its own class so that the Alembic environment can read it without requiring a database URL.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
+
+    # True behind PgBouncer (pool_mode = transaction): no server-side prepared statement outlives its
+    # transaction and nothing is set per session (see db.create_engine and docs/deploy.md).
+    db_pgbouncer: bool = False
+
+
+class DatabaseSettings(PoolerSettings):
+    """What every command that touches PostgreSQL needs."""
 
     database_url: SecretStr = Field(description="postgresql+asyncpg://user:password@host:port/database")
     # 20 kept open: a burst of refreshes holds connections for as long as Allegro takes to answer,
