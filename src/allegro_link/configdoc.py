@@ -24,6 +24,9 @@ MEANINGS: dict[str, str] = {
     "db_connect_timeout_seconds": "Time allowed to connect, and to wait for a free pooled connection.",
     "db_statement_timeout_seconds": "Server-side limit on each statement and lock wait: a stuck database "
     "answers 503 instead of hanging requests.",
+    "db_pgbouncer": "Set `true` when the database URL points at PgBouncer in transaction pooling mode: "
+    "no prepared statements are reused across transactions, no settings are sent at connect, and "
+    "reads run in short transactions. Set the statement timeout on the role instead (docs/deploy.md).",
     "encryption_keys": "Token encryption keys, comma-separated `key_id:base64key` entries of 32 bytes "
     "(AES-256); the first encrypts, all decrypt. Make one with `allegro-link encryption-key generate`.",
     "allegro_environment": "`production` (allegro.pl) or `sandbox` (allegro.pl.allegrosandbox.pl).",

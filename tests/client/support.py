@@ -1,5 +1,5 @@
 """Helpers for the client's tests: a transport that records what reaches allegro-link, and the fake
-Allegro's test controls (CONTRACT section 6) as plain calls."""
+Allegro's test controls (`/__fake__`) as plain calls."""
 
 from __future__ import annotations
 

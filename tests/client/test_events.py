@@ -1,4 +1,4 @@
-"""`events()`: following the feed's `next_cursor` (CONTRACT section 7).
+"""`events()`: following the feed's `next_cursor`.
 
 `GET /events` is not served yet, so these run against `httpx.MockTransport` answering as the
 contract says; the end-to-end test against the service comes with the feed.

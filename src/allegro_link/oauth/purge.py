@@ -2,9 +2,9 @@
 
 What each kind of row is still good for:
 - a state waiting for its callback: everything (until it expires);
-- an expired state: only answering a late callback with `state_expired`, for 24 hours after it expired
-  (the callback's documented answer). That needs the state hash, the owner, `return_to` and `expires_at`: the PKCE
-  verifier is dropped at once;
+- an expired state: only answering a late callback with `state_expired`, for 24 hours after it
+  expired (the callback's documented answer). That needs the state hash, the owner, `return_to` and
+  `expires_at`: the PKCE verifier is dropped at once;
 - a callback that failed (any error outcome) or whose completion is over (done, discarded, or the
   completion window passed): nothing. A replayed callback of its state is refused as unknown (400, the
   same answer as "already used"), so the row is deleted, held tokens and all;

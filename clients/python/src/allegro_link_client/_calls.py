@@ -30,7 +30,7 @@ class Call(Generic[T]):
 
 
 class Endpoints:
-    """allegro-link's service API (CONTRACT sections 5, 7 and 9), one method per operation."""
+    """allegro-link's service API, one method per operation."""
 
     def __init__(self, base_url: str, api_key: str) -> None:
         self._base_url = httpx.URL(base_url.rstrip("/") + "/")

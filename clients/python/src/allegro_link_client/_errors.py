@@ -1,4 +1,4 @@
-"""Typed errors, built from allegro-link's problem+json bodies (RFC 9457, CONTRACT section 5).
+"""Typed errors, built from allegro-link's problem+json bodies (RFC 9457).
 
 Messages are made of the problem's code, title and detail only (the service never puts a token in
 those), never of a request: no exception here can carry an access token or the API key.

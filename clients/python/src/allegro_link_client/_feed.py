@@ -1,4 +1,4 @@
-"""Following the event feed (`GET /events`, CONTRACT section 7): pages, cursors, where to resume.
+"""Following the event feed (`GET /events`): pages, cursors, where to resume.
 
 `cursor` is what a consumer stores to resume without losing an event: it moves to a page's
 `next_cursor` only as that page's last event is handed out, so a consumer that saves `feed.cursor`

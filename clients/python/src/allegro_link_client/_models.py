@@ -1,4 +1,4 @@
-"""What allegro-link answers, as small frozen types built from its JSON (CONTRACT sections 5 and 7)."""
+"""What allegro-link answers (tokens, accounts, events), as small frozen types built from its JSON."""
 
 from __future__ import annotations
 
