@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from allegro_link.fake_allegro.config import FakeConfigError
 from allegro_link.settings import ConfigError, DatabaseSettings
 from allegro_link.webhooks.cli import WebhookCliError
+from allegro_link.webhooks.cli import register as register_webhooks
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -239,8 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     legacy.add_argument("file", metavar="FILE.csv")
     legacy.set_defaults(handler=_cmd_import_legacy)
-
-    from allegro_link.webhooks.cli import register as register_webhooks
 
     register_webhooks(commands)
     return parser

@@ -6,14 +6,17 @@ import subprocess
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
 from allegro_link.crypto.keys import KeyRing
+from allegro_link.crypto.rotate import rotate_encryption
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.settings import Settings
+from allegro_link.settings import Settings, parse_encryption_keys
+from allegro_link.webhooks.endpoints import add_endpoint
 from allegro_link.webhooks.models import WebhookEndpoint
 from tests.support.events import open_session
-from tests.support.factories import ENCRYPTION_KEY
+from tests.support.factories import ENCRYPTION_KEY, OLD_ENCRYPTION_KEY
 from tests.test_cli import _run
 
 
@@ -76,3 +79,27 @@ class TestWebhooksCli:
         assert "https://" in refused.stderr
         _ok(_run("webhooks", "add", "--url", "http://127.0.0.1:8787/", env=env))
         _ok(_run("webhooks", "add", "--url", "http://localhost:8787/", env=env))
+
+
+class TestSecretsUnderKeyRotation:
+    async def test_encryption_key_rotate_reseals_webhook_secrets(self, settings: Settings) -> None:
+        old_ring = KeyRing(parse_encryption_keys(OLD_ENCRYPTION_KEY))
+        new_ring = KeyRing(parse_encryption_keys(f"{ENCRYPTION_KEY},{OLD_ENCRYPTION_KEY}"))
+        async with open_session(settings) as session:
+            endpoint_id, secret = await add_endpoint(
+                session, TokenVault(old_ring), url="https://hooks.example/a", event_types=[]
+            )
+            await session.commit()
+            engine = session.bind
+            assert isinstance(engine, AsyncEngine)
+            report = await rotate_encryption(engine, new_ring)
+            stored = await session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+        assert report.rotated["webhook_endpoints.secret_ciphertext"] == 1
+        assert stored is not None
+        assert TokenVault(new_ring).key_ring.needs_rotation(stored.secret_ciphertext) is False
+        assert (
+            TokenVault(new_ring).open(
+                "webhook_endpoints", endpoint_id, "secret_ciphertext", stored.secret_ciphertext
+            )
+            == secret
+        )
