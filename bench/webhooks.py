@@ -141,8 +141,7 @@ async def paced(url: str, arrivals: Arrivals) -> dict[str, float]:
     }
 
 
-async def main() -> dict[str, Any]:
-    db = BenchDatabase.create()
+async def main(db: BenchDatabase) -> dict[str, Any]:
     arrivals = Arrivals()
     hook_url, receiver = start_receiver(arrivals)
     port = free_port()
@@ -174,8 +173,11 @@ async def main() -> dict[str, Any]:
             service.terminate()
             service.wait(timeout=30)
         receiver.should_exit = True
-        db.drop()
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main()), indent=2))
+    database = BenchDatabase.create()
+    try:
+        print(json.dumps(asyncio.run(main(database)), indent=2))
+    finally:
+        database.drop()

@@ -97,13 +97,14 @@ async def list_endpoints(session: AsyncSession) -> list[EndpointReport]:
             func.count().filter(pending).label("undelivered"),
             func.count().filter(WebhookDelivery.state == DeliveryState.FAILED).label("failed"),
             func.min(WebhookDelivery.created_at).filter(pending).label("oldest"),
+            func.max(WebhookDelivery.delivered_at).label("last_success"),
         )
         .group_by(WebhookDelivery.endpoint_id)
         .subquery()
     )
     rows = (
         await session.execute(
-            select(WebhookEndpoint, stats.c.undelivered, stats.c.failed, stats.c.oldest)
+            select(WebhookEndpoint, stats.c.undelivered, stats.c.failed, stats.c.oldest, stats.c.last_success)
             .outerjoin(stats, stats.c.endpoint_id == WebhookEndpoint.id)
             .order_by(WebhookEndpoint.created_at)
         )
@@ -118,11 +119,11 @@ async def list_endpoints(session: AsyncSession) -> list[EndpointReport]:
             undelivered=undelivered or 0,
             failed=failed or 0,
             oldest_undelivered_at=oldest,
-            last_success_at=endpoint.last_success_at,
+            last_success_at=last_success,
             last_error_at=endpoint.last_error_at,
             last_error=endpoint.last_error,
         )
-        for endpoint, undelivered, failed, oldest in rows
+        for endpoint, undelivered, failed, oldest, last_success in rows
     ]
 
 

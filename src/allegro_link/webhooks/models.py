@@ -49,7 +49,8 @@ class WebhookEndpoint(Base):
     # After a rotation the old secret signs too, until `previous_secret_expires_at`.
     previous_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Failures only: a success is not written here (every delivery would queue on this one row's lock);
+    # the last success is the newest `delivered_at` of its deliveries.
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(
