@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from allegro_link.fake_allegro.config import FakeConfigError
 from allegro_link.settings import ConfigError, DatabaseSettings
+from allegro_link.webhooks.cli import WebhookCliError
+from allegro_link.webhooks.cli import register as register_webhooks
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -303,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         required=True,
-        choices=["tokens:read", "accounts:read"],
-        help="repeat for several: tokens:read fetches access tokens, accounts:read lists accounts",
+        choices=["tokens:read", "accounts:read", "events:read"],
+        help="repeat for several: tokens:read fetches access tokens, accounts:read lists accounts and "
+        "their history, events:read reads the event feed",
     )
     create.set_defaults(handler=_cmd_api_keys_create)
     listing = api_key_commands.add_parser(
@@ -331,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("file", metavar="FILE.csv", help="CSV file with owner_id,login rows")
     legacy.set_defaults(handler=_cmd_import_legacy)
 
+    register_webhooks(commands)
     return parser
 
 
@@ -345,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except (CliError, WebhookCliError) as exc:
         print(f"allegro-link: {exc}", file=sys.stderr)
         return 1
     except (OSError, SQLAlchemyError) as exc:

@@ -27,6 +27,17 @@ MEANINGS: dict[str, str] = {
     "db_pgbouncer": "Set `true` when the database URL points at PgBouncer in transaction pooling mode: "
     "no prepared statements are reused across transactions, no settings are sent at connect, and "
     "reads run in short transactions. Set the statement timeout on the role instead (docs/deploy.md).",
+    "webhooks_enabled": "Run webhook delivery workers in this process (every replica may; each event "
+    "is delivered once per endpoint whatever the number of replicas).",
+    "webhook_retry_delays": "Comma-separated seconds between delivery attempts of one event; after the "
+    "last one the delivery is marked failed (`webhooks list` shows it, `webhooks replay` resends it). "
+    "Each delay is jittered by ±20 %.",
+    "webhook_concurrency": "Deliveries in flight per process; one endpoint gets at most half of them. "
+    "The workers use their own database pool of this size + 2, and one LISTEN connection.",
+    "webhook_timeout_seconds": "How long an endpoint has to answer 2xx (at most 10 s); longer is a "
+    "failed attempt.",
+    "events_poll_seconds": "How often the event sequencer and long-polling feed readers look for new "
+    "events when no notification woke them.",
     "encryption_keys": "Token encryption keys, comma-separated `key_id:base64key` entries of 32 bytes "
     "(AES-256); the first encrypts, all decrypt. Make one with `allegro-link encryption-key generate`.",
     "allegro_environment": "`production` (allegro.pl) or `sandbox` (allegro.pl.allegrosandbox.pl).",

@@ -158,6 +158,8 @@ class TestRotate:
             "link_sessions.code_verifier_ciphertext": 1,
             "link_sessions.access_token_ciphertext": 1,
             "link_sessions.refresh_token_ciphertext": 1,
+            "webhook_endpoints.secret_ciphertext": 0,
+            "webhook_endpoints.previous_secret_ciphertext": 0,
         }
         assert report.total_rotated == 13
         assert report.complete

@@ -53,6 +53,7 @@ ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = {
         "access_token_ciphertext",
         "refresh_token_ciphertext",
     ),
+    "webhook_endpoints": ("secret_ciphertext", "previous_secret_ciphertext"),
 }
 
 

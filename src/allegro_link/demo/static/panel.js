@@ -186,6 +186,39 @@
     return cell;
   }
 
+  // -- history ("Historia"): GET /accounts/{id}/events, newest first ------------------------------
+
+  const EVENT_TEXTS = {
+    "account.linked": () => "Konto połączone",
+    "account.relinked": () => "Zalogowano ponownie",
+    "account.relogin_required": (data) => `Wymaga ponownego logowania (${REASONS[data.reason] || data.reason})`,
+    "account.relogin_soon": (data) => `Wkrótce wymagane ponowne logowanie (zostało dni: ${data.days_left})`,
+    "account.relink_mismatch": (data) => `Zalogowano jako inne konto (${data.actual_login}) – bez zmian`,
+    "account.imported": () => "Konto przeniesione ze starego systemu",
+    "account.deleted": () => "Konto odłączone",
+  };
+
+  async function toggleHistory(account, row) {
+    const open = row.nextElementSibling;
+    if (open && open.classList.contains("history")) {
+      open.remove();
+      return;
+    }
+    const body = await api("GET", `/accounts/${encodeURIComponent(account.id)}/events?limit=20`);
+    const list = el("ul", { class: "history-list" });
+    for (const event of body.items) {
+      const describe = EVENT_TEXTS[event.type] || (() => event.type);
+      const when = new Date(event.occurred_at).toLocaleString("pl-PL");
+      list.append(el("li", {}, `${when}: ${describe(event.data)}`));
+    }
+    if (!body.items.length) list.append(el("li", {}, "Brak zdarzeń."));
+    const cell = el("td", { colspan: "4" });
+    cell.append(el("strong", {}, `Historia konta ${loginOf(account)}`), list);
+    const historyRow = el("tr", { class: "history" });
+    historyRow.append(cell);
+    row.after(historyRow);
+  }
+
   function actionsCell(account) {
     const login = loginOf(account);
     const cell = el("td", { class: "actions" });
@@ -197,7 +230,9 @@
     key.addEventListener("click", () => run(() => startLink(account)));
     const remove = el("button", { type: "button", class: "disconnect", "aria-label": `Odłącz konto ${login}` }, "Odłącz");
     remove.addEventListener("click", () => run(() => disconnect(account)));
-    cell.append(key, remove);
+    const history = el("button", { type: "button", class: "history", "aria-label": `Historia konta ${login}` }, "Historia");
+    history.addEventListener("click", () => run(() => toggleHistory(account, cell.parentElement)));
+    cell.append(key, remove, history);
     return cell;
   }
 
