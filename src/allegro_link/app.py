@@ -37,10 +37,13 @@ from allegro_link.ops.routes import router as ops_router
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
 from allegro_link.tokens.broker import TokenBroker
-from allegro_link.tokens.keepalive import keepalive_forever
+from allegro_link.tokens.keepalive import KeepAlive, keepalive_forever
+from allegro_link.tokens.keepalive_use import KeepAliveUse
 from allegro_link.tokens.routes import router as tokens_router
 
 log = structlog.get_logger(__name__)
+# The shortest a keep-alive claim lasts: one account's /me call with its retries ends well within it.
+KEEPALIVE_MIN_LEASE_SECONDS = 120.0
 
 DESCRIPTION = """\
 OAuth broker for Allegro seller accounts. Owners (Polkurier customers, through their frontend) link
@@ -130,6 +133,28 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def build_keepalive(resources: Resources) -> KeepAlive:
+    settings = resources.settings
+    use = KeepAliveUse(
+        resources.sessionmaker,
+        resources.tokens,
+        resources.allegro,
+        resources.metrics,
+        use_after=timedelta(days=settings.keepalive_use_after_days),
+        # Long enough for one account's call and its retries; a failed call is retried after it.
+        lease=timedelta(seconds=max(settings.keepalive_interval_seconds, KEEPALIVE_MIN_LEASE_SECONDS)),
+    )
+    return KeepAlive(
+        resources.sessionmaker,
+        resources.tokens,
+        use,
+        resources.metrics,
+        enabled=settings.keepalive_enabled,
+        refresh_window=timedelta(days=settings.keepalive_window_days),
+        soon_window=timedelta(days=settings.relogin_soon_days),
+    )
+
+
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     app_metrics = metrics or Metrics()
 
@@ -138,20 +163,16 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
         background = [asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions")]
-        if settings.keepalive_enabled:
-            background.append(
-                asyncio.create_task(
-                    keepalive_forever(
-                        resources.sessionmaker,
-                        resources.tokens,
-                        resources.metrics,
-                        window=timedelta(days=settings.keepalive_window_days),
-                        interval_seconds=settings.keepalive_interval_seconds,
-                        max_per_minute=settings.keepalive_max_per_minute,
-                    ),
-                    name="keepalive",
-                )
+        background.append(
+            asyncio.create_task(
+                keepalive_forever(
+                    build_keepalive(resources),
+                    interval_seconds=settings.keepalive_interval_seconds,
+                    max_per_minute=settings.keepalive_max_per_minute,
+                ),
+                name="keepalive",
             )
+        )
         resources.token_audit.start()
         log.info("app.started", allegro_auth_url=settings.auth_base_url, version=__version__)
         try:
