@@ -18,6 +18,7 @@ from allegro_link.accounts.warnings import warn_relogin_soon
 from allegro_link.app import Resources, create_app
 from allegro_link.db import utcnow
 from allegro_link.settings import Settings
+from allegro_link.tokens.keepalive import update_gauges
 from tests.support.accounts import insert_account, update_account
 from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
@@ -143,3 +144,25 @@ class TestWarnings:
         await update_account(settings, account_id, last_used_at=utcnow() - timedelta(days=80))
         assert await warn_relogin_soon(resources.sessionmaker, WINDOW) == 1
         assert len(await _warnings(settings, account_id)) == 2
+
+
+class TestMetrics:
+    async def test_metrics_count_the_accounts_in_the_window_and_age_the_oldest_failed_keepalive(
+        self, settings: Settings, live: tuple[Resources, httpx.AsyncClient]
+    ) -> None:
+        resources, client = live
+        await _last_used(settings, days_ago=80)
+        await _last_used(settings, days_ago=10, keepalive_failed_at=utcnow() - timedelta(days=2))
+        await _last_used(settings, days_ago=10, keepalive_failed_at=utcnow() - timedelta(hours=1))
+
+        await update_gauges(resources.sessionmaker, resources.metrics, soon_window=WINDOW)
+
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in (await client.get("/metrics")).text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert samples["allegro_link_accounts_relogin_soon"] == 1
+        assert (
+            samples["allegro_link_keepalive_oldest_failure_age_seconds"] >= timedelta(days=2).total_seconds()
+        )

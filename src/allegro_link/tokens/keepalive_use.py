@@ -11,12 +11,15 @@ request for that account never waits for it. A success moves `last_used_at` (and
 deadline) and clears the claim; a failure keeps the claim, so the account is tried again once the
 lease has passed, and records since when it has been failing (for `/metrics`).
 
-Nothing is called while a breaker is open: during an Allegro outage a call teaches nothing, and a
-refusal during one must not flag an account.
+Nothing is called while the broker's breakers are open: during an Allegro outage a call teaches
+nothing, and a refusal during one must not flag an account. A `/me` that fails for Allegro's reasons
+ends the pass (the next one tries again) but does not open the token endpoint's breaker: the API host
+failing says nothing about the token endpoint that services' token requests depend on.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import timedelta
 
@@ -37,6 +40,13 @@ log = structlog.get_logger(__name__)
 # The token the call is made with must outlive the call (and its retries) comfortably.
 USE_MIN_VALID = timedelta(seconds=60)
 USE_BATCH = 500
+
+
+class Outcome(enum.Enum):
+    USED = "used"
+    FAILED = "failed"
+    ALLEGRO_UNAVAILABLE = "allegro_unavailable"
+    RELOGIN_REQUIRED = "relogin_required"
 
 
 class KeepAliveUse:
@@ -67,28 +77,29 @@ class KeepAliveUse:
             if account_id is None:
                 break
             await limiter.acquire()
-            if await self.use(account_id):
+            outcome = await self.use(account_id)
+            if outcome is Outcome.USED:
                 used += 1
+            elif outcome is Outcome.ALLEGRO_UNAVAILABLE:
+                break
         if used:
             log.info("keepalive.use.pass", used=used)
         return used
 
-    async def use(self, account_id: uuid.UUID) -> bool:
+    async def use(self, account_id: uuid.UUID) -> Outcome:
         """One claimed account: a valid token, `GET /me`, and the outcome written down."""
         try:
             await self._call(account_id)
         except ReloginRequired:
             # The broker has flagged the account (or found it flagged): it is no longer active.
             self._metrics.keepalive_uses.labels("relogin_required").inc()
-            return False
-        except AllegroUnavailable as exc:
-            self._broker.outage.record_failure(exc.retry_after)
+            return Outcome.RELOGIN_REQUIRED
+        except (AllegroUnavailable, AllegroUnavailableProblem) as exc:
             await self._failed(account_id, exc)
-            return False
-        except (AllegroRejected, AllegroUnavailableProblem, DatabaseUnavailable, TimeoutError) as exc:
+            return Outcome.ALLEGRO_UNAVAILABLE
+        except (AllegroRejected, DatabaseUnavailable, TimeoutError) as exc:
             await self._failed(account_id, exc)
-            return False
-        self._broker.outage.record_success()
+            return Outcome.FAILED
         async with self._sessionmaker.begin() as session:
             await session.execute(
                 update(Account)
@@ -101,7 +112,7 @@ class KeepAliveUse:
             )
         self._metrics.keepalive_uses.labels("used").inc()
         log.info("keepalive.used", account_id=str(account_id))
-        return True
+        return Outcome.USED
 
     async def _call(self, account_id: uuid.UUID) -> None:
         issued = await self._broker.token(account_id, min_valid_for=USE_MIN_VALID)
