@@ -77,7 +77,15 @@ class KeepAliveUse:
             if account_id is None:
                 break
             await limiter.acquire()
-            outcome = await self.use(account_id)
+            try:
+                outcome = await self.use(account_id)
+            except (
+                Exception
+            ) as exc:  # one account's trouble (deleted meanwhile, a DB blip) must not stop the pass
+                log.warning(
+                    "keepalive.use.account_failed", account_id=str(account_id), error=type(exc).__name__
+                )
+                continue
             if outcome is Outcome.USED:
                 used += 1
             elif outcome is Outcome.ALLEGRO_UNAVAILABLE:
