@@ -69,6 +69,7 @@ class TestNearTheDeadline:
         await expect(panel.key_button("Sprzedawca1").locator("svg")).to_be_visible()
         await expect(panel.banner).to_have_text(BANNER)
         await expect(panel.banner).to_have_attribute("data-count", "1")
+        await expect(page.locator("body")).not_to_contain_text("🔑")  # drawn, not an emoji font's glyph
 
 
 class TestLoggingInAgain:

@@ -220,7 +220,10 @@
     const cell = el("td", { class: "status" });
     if (account.status !== "relogin_required" && account.relogin_soon) {
       cell.append(el("span", { class: "warn-mark", role: "img", "aria-label": "Uwaga" }, "⚠"));
-      cell.append(el("span", { class: "status-warn" }, `Wymaga ponownego logowania za ${daysText(daysLeft(account))}`));
+      const days = daysLeft(account);
+      // Past the deadline while still active (Allegro has not refused a call yet): no "za 0 dni".
+      const when = days > 0 ? ` za ${daysText(days)}` : "";
+      cell.append(el("span", { class: "status-warn" }, `Wymaga ponownego logowania${when}`));
       return cell;
     }
     if (account.status !== "relogin_required") {
