@@ -1,7 +1,7 @@
 """relogin deadline: last use, keep-alive claims and failures, warning state
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-02 04:30:00.000000+00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

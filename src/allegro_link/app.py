@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link import __version__
+from allegro_link.accounts.expiry import expire_lapsed_forever
 from allegro_link.accounts.routes import router as accounts_router
 from allegro_link.allegro.client import AllegroClient
 from allegro_link.auth.api_keys import ApiKeyVerifier
@@ -26,6 +27,9 @@ from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.demo import router as demo_router
 from allegro_link.errors import install_error_handlers, problem_response
+from allegro_link.events.routes import router as events_router
+from allegro_link.events.signals import EventSignals
+from allegro_link.events.tasks import start_event_tasks
 from allegro_link.migrations_path import head_revision
 from allegro_link.oauth.flow import LinkFlow
 from allegro_link.oauth.purge import purge_forever
@@ -70,6 +74,11 @@ class Resources:
     link_flow: LinkFlow
     tokens: TokenBroker
     token_audit: TokenAuditLog
+    signals: EventSignals
+    # Its own small pool for the sequencer and the webhook workers: a slow webhook endpoint holds
+    # these connections, never the ones token requests need.
+    events_engine: AsyncEngine
+    events_sessionmaker: async_sessionmaker[AsyncSession]
 
 
 def build_resources(settings: Settings, metrics: Metrics) -> Resources:
@@ -77,6 +86,7 @@ def build_resources(settings: Settings, metrics: Metrics) -> Resources:
     sessionmaker = create_sessionmaker(engine)
     http = create_http_client(settings)
     vault = TokenVault(KeyRing(settings.encryption_key_ring))
+    events_engine = create_engine(settings, pool_size=settings.webhook_concurrency + 2, max_overflow=0)
     allegro = AllegroClient(
         http,
         auth_base_url=settings.auth_base_url,
@@ -96,6 +106,9 @@ def build_resources(settings: Settings, metrics: Metrics) -> Resources:
             read_concurrency=settings.db_pool_size + settings.db_max_overflow,
         ),
         token_audit=TokenAuditLog(sessionmaker, metrics),
+        signals=EventSignals(),
+        events_engine=events_engine,
+        events_sessionmaker=create_sessionmaker(events_engine),
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
@@ -163,6 +176,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
         background = [asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions")]
+        background.extend(start_event_tasks(resources))
         background.append(
             asyncio.create_task(
                 keepalive_forever(
@@ -173,6 +187,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
                 name="keepalive",
             )
         )
+        if settings.keepalive_enabled:
+            background.append(
+                asyncio.create_task(
+                    expire_lapsed_forever(
+                        resources.sessionmaker, interval_seconds=settings.keepalive_interval_seconds
+                    ),
+                    name="keepalive-expiry",
+                )
+            )
         resources.token_audit.start()
         log.info("app.started", allegro_auth_url=settings.auth_base_url, version=__version__)
         try:
@@ -186,6 +209,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             await resources.tokens.aclose()
             await resources.token_audit.stop()
             await resources.http.aclose()
+            await resources.events_engine.dispose()
             await resources.engine.dispose()
             log.info("app.stopped")
 
@@ -198,6 +222,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             {"name": "accounts", "description": "Linked Allegro accounts and their status."},
             {"name": "oauth", "description": "Linking and re-linking accounts through Allegro's login."},
             {"name": "tokens", "description": "Valid access tokens for internal services (API keys)."},
+            {"name": "events", "description": "The feed of account events for internal services."},
             {"name": "ops", "description": "Health, readiness and metrics."},
         ],
     )
@@ -210,6 +235,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(accounts_router)
     app.include_router(oauth_router)
     app.include_router(tokens_router)
+    app.include_router(events_router)
     app.include_router(ops_router)
     if settings.demo_enabled:
         app.include_router(demo_router)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from allegro_link.fake_allegro.config import FakeConfigError
 from allegro_link.settings import ConfigError, DatabaseSettings
+from allegro_link.webhooks.cli import WebhookCliError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -221,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_key_commands = api_keys.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     create = api_key_commands.add_parser("create", help="print a new key once")
     create.add_argument("--name", required=True)
-    create.add_argument("--scope", action="append", required=True, choices=["tokens:read", "accounts:read"])
+    create.add_argument(
+        "--scope", action="append", required=True, choices=["tokens:read", "accounts:read", "events:read"]
+    )
     create.set_defaults(handler=_cmd_api_keys_create)
     listing = api_key_commands.add_parser("list", help="list keys (never the keys themselves)")
     listing.set_defaults(handler=_cmd_api_keys_list)
@@ -237,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("file", metavar="FILE.csv")
     legacy.set_defaults(handler=_cmd_import_legacy)
 
+    from allegro_link.webhooks.cli import register as register_webhooks
+
+    register_webhooks(commands)
     return parser
 
 
@@ -251,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except (CliError, WebhookCliError) as exc:
         print(f"allegro-link: {exc}", file=sys.stderr)
         return 1
     except (OSError, SQLAlchemyError) as exc:

@@ -5,5 +5,15 @@ from allegro_link.auth.models import ApiKey
 from allegro_link.db import Base
 from allegro_link.oauth.models import LinkSession
 from allegro_link.tokens.models import TokenIssue
+from allegro_link.webhooks.models import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["Account", "AccountEvent", "ApiKey", "Base", "LinkSession", "TokenIssue"]
+__all__ = [
+    "Account",
+    "AccountEvent",
+    "ApiKey",
+    "Base",
+    "LinkSession",
+    "TokenIssue",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

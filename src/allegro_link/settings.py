@@ -170,6 +170,17 @@ class Settings(KeyRingSettings):
     # An active account whose re-login deadline is this close reads `relogin_soon` and is warned about.
     relogin_soon_days: float = Field(default=14.0, gt=0, le=80)
 
+    # Webhook delivery workers run in every `serve` replica unless turned off here.
+    webhooks_enabled: bool = True
+    # Seconds before each retry (jitter: 0.8-1.2 times). The default spans ~40 h, at least 24 h with jitter.
+    webhook_retry_delays: Annotated[list[float], NoDecode] = Field(
+        default=[5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200], min_length=1
+    )
+    webhook_concurrency: int = Field(default=8, ge=1, le=64)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=10)
+    # Fallback when a NOTIFY is lost (a dropped listener connection): how often work is looked for.
+    events_poll_seconds: float = Field(default=1.0, gt=0, le=10)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
     demo_enabled: bool = False
@@ -188,6 +199,18 @@ class Settings(KeyRingSettings):
         _check_http_url(value, what="redirect URI")
         if urlsplit(value).query:
             raise ValueError("redirect URI must not carry a query string")
+        return value
+
+    @field_validator("webhook_retry_delays", mode="before")
+    @classmethod
+    def _split_retry_delays(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _check_retry_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 or delay > 86400 for delay in value):
+            raise ValueError("every delay must be more than 0 and at most 86400 seconds")
         return value
 
     @field_validator("return_url_allowlist", mode="before")

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from allegro_link.accounts.events import EventKind
+from allegro_link.accounts.events import EventType
 from allegro_link.accounts.legacy_import import ImportReport, LegacyImportError, import_legacy_accounts
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus, ReloginReason
 from allegro_link.db import create_engine, create_sessionmaker
@@ -71,9 +71,12 @@ class TestImportLegacy:
         events = await _events(sessionmaker)
         assert sorted(e.account_id for e in events) == sorted(a.id for a in accounts)
         for event in events:
-            assert event.kind == EventKind.IMPORTED
+            assert event.type == EventType.IMPORTED
             assert event.actor == "cli:import-legacy"
-            assert (event.status, event.reason) == ("relogin_required", "legacy_account")
+            assert (event.account["status"], event.account["relogin_reason"]) == (
+                "relogin_required",
+                "legacy_account",
+            )
 
     async def test_running_the_same_file_again_skips_every_row(
         self, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path

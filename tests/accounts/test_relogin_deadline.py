@@ -47,8 +47,8 @@ async def _warnings(settings: Settings, account_id: uuid.UUID) -> list[dict[str,
     try:
         async with engine.connect() as connection:
             rows = await connection.execute(
-                select(AccountEvent.details)
-                .where(AccountEvent.account_id == account_id, AccountEvent.kind == "relogin_soon")
+                select(AccountEvent.data)
+                .where(AccountEvent.account_id == account_id, AccountEvent.type == "account.relogin_soon")
                 .order_by(AccountEvent.id)
             )
             return [dict(details) for details in rows.scalars()]

@@ -93,8 +93,8 @@ class TestLinking:
     async def test_every_link_writes_the_event_log(self, harness: LinkHarness) -> None:
         await harness.link("owner-a", "Sprzedawca1")
         await harness.link("owner-a", "Sprzedawca1")
-        kinds = await _scalar(_db(harness), select(func.string_agg(AccountEvent.kind, ",")))
-        assert kinds == "linked,relinked"
+        kinds = await _scalar(_db(harness), select(func.string_agg(AccountEvent.type, ",")))
+        assert kinds == "account.linked,account.relinked"
 
 
 class TestRelogin:

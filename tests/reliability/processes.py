@@ -28,7 +28,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         if raw is None:
             continue
         value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
-        env[f"ALLEGRO_LINK_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+        env[f"ALLEGRO_LINK_{name.upper()}"] = (
+            ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        )
     env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
     env.update(extra)
     return env

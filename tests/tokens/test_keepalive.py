@@ -112,7 +112,10 @@ async def _relogin_soon_events(settings: Settings, account_id: str) -> int:
             count = await connection.execute(
                 select(func.count())
                 .select_from(AccountEvent)
-                .where(AccountEvent.account_id == uuid.UUID(account_id), AccountEvent.kind == "relogin_soon")
+                .where(
+                    AccountEvent.account_id == uuid.UUID(account_id),
+                    AccountEvent.type == "account.relogin_soon",
+                )
             )
             return int(count.scalar_one())
     finally:

@@ -79,7 +79,7 @@ async def _events(harness: LinkHarness, account_id: str) -> list[str]:
     try:
         async with engine.connect() as connection:
             rows = await connection.execute(
-                select(AccountEvent.kind)
+                select(AccountEvent.type)
                 .where(AccountEvent.account_id == uuid.UUID(account_id))
                 .order_by(AccountEvent.id)
             )
@@ -149,7 +149,7 @@ class TestFailures:
 
         body = await _account(harness, account_id)
         assert (body["status"], body["relogin_reason"]) == ("active", None)
-        assert await _events(harness, account_id) == ["linked"]
+        assert await _events(harness, account_id) == ["account.linked"]
         assert (await harness.stats())["token_calls"]["total"] == calls_after_first
         await update_gauges(resources.sessionmaker, resources.metrics, soon_window=timedelta(days=14))
         age = resources.metrics.registry.get_sample_value("allegro_link_keepalive_oldest_failure_age_seconds")
@@ -206,4 +206,4 @@ class TestFailures:
 
         body = await _account(harness, account_id)
         assert (body["status"], body["relogin_reason"]) == ("active", None)
-        assert await _events(harness, account_id) == ["linked"]
+        assert await _events(harness, account_id) == ["account.linked"]

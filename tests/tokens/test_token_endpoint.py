@@ -256,8 +256,8 @@ class TestFailures:
             await tokens.harness.service.get(f"/accounts/{tokens.id}", headers=bearer(owner_token("owner-a")))
         ).json()
         assert (account["status"], account["relogin_reason"]) == ("relogin_required", "grant_revoked")
-        kinds = (await _run(tokens.db, select(AccountEvent.kind).order_by(AccountEvent.id))).scalars().all()
-        assert kinds[-1] == "status_changed"
+        kinds = (await _run(tokens.db, select(AccountEvent.type).order_by(AccountEvent.id))).scalars().all()
+        assert kinds[-1] == "account.relogin_required"
 
     async def test_relogin_required_account_gets_409_even_with_a_live_token(self, tokens: Tokens) -> None:
         await tokens.harness.fake.post("/__fake__/users/Sprzedawca1/revoke")

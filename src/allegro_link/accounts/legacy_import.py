@@ -24,8 +24,8 @@ from sqlalchemy import String, column, func, select, text, values
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from allegro_link.accounts.events import EventKind, record_event
-from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
+from allegro_link.accounts import transitions
+from allegro_link.accounts.models import Account
 from allegro_link.db import utcnow, uuid7
 
 log = structlog.get_logger(__name__)
@@ -162,25 +162,15 @@ async def _insert_new(session: AsyncSession, rows: list[LegacyRow]) -> int:
     pending = [row for row in rows if (row.owner_id, row.login.lower()) not in present]
     imported = 0
     for start in range(0, len(pending), _INSERT_CHUNK):
-        chunk = {uuid7(): row for row in pending[start : start + _INSERT_CHUNK]}
+        chunk = {
+            account_id: transitions.legacy_account_row(
+                account_id=account_id, owner_id=row.owner_id, login=row.login, now=now
+            )
+            for account_id, row in ((uuid7(), row) for row in pending[start : start + _INSERT_CHUNK])
+        }
         statement = (
             insert(Account)
-            .values(
-                [
-                    {
-                        "id": account_id,
-                        "owner_id": row.owner_id,
-                        "login": row.login,
-                        "allegro_user_id": None,
-                        "status": AccountStatus.RELOGIN_REQUIRED,
-                        "relogin_reason": ReloginReason.LEGACY_ACCOUNT,
-                        "status_changed_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for account_id, row in chunk.items()
-                ]
-            )
+            .values(list(chunk.values()))
             # A legacy account that appeared meanwhile (a concurrent import) wins; ours is skipped.
             .on_conflict_do_nothing(
                 index_elements=[Account.owner_id, func.lower(Account.login)],
@@ -188,17 +178,9 @@ async def _insert_new(session: AsyncSession, rows: list[LegacyRow]) -> int:
             )
             .returning(Account.id)
         )
-        for account_id in (await session.scalars(statement)).all():
-            row = chunk[account_id]
-            account = Account(
-                id=account_id,
-                owner_id=row.owner_id,
-                login=row.login,
-                status=AccountStatus.RELOGIN_REQUIRED,
-                relogin_reason=ReloginReason.LEGACY_ACCOUNT,
-            )
-            record_event(session, account, EventKind.IMPORTED, actor=ACTOR)
-            imported += 1
+        created = [chunk[account_id] for account_id in (await session.scalars(statement)).all()]
+        await transitions.imported(session, created, actor=ACTOR)
+        imported += len(created)
     return imported
 
 

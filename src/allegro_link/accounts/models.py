@@ -162,23 +162,35 @@ class Account(Base):
 
 
 class AccountEvent(Base):
-    """Append-only history of what happened to an account (status changes, links, deletions).
+    """Append-only history of what happened to an account: the events of CONTRACT section 7.
 
-    Deliberately no foreign key: the log outlives a deleted account.
+    Deliberately no foreign key: the log outlives a deleted account. `id` is the insertion order (for
+    one account also its commit order, since every change of an account holds its row lock); `seq` is
+    the commit order across accounts, assigned after commit by the sequencer (`events/sequencer.py`), so
+    that a feed reader paging by `seq` never skips an event that committed late.
     """
 
     __tablename__ = "account_events"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     account_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     owner_id: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str | None] = mapped_column(String(32))
-    reason: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(64))
+    # The account as right after the event (id, owner_id, allegro_user_id, login, status, relogin_reason).
+    account: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # Who caused it (owner:…, service:…, token-broker, keepalive, …); kept for support, not served.
     actor: Mapped[str | None] = mapped_column(String(200))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(
+    occurred_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
 
-    __table_args__ = (Index("ix_account_events_account_id_id", "account_id", "id"),)
+    __table_args__ = (
+        Index("ix_account_events_account_id_id", "account_id", "id"),
+        Index("uq_account_events_seq", "seq", unique=True, postgresql_where=text("seq IS NOT NULL")),
+        # The sequencer's work list: committed events still waiting for their place in the feed.
+        Index("ix_account_events_unsequenced", "id", postgresql_where=text("seq IS NULL")),
+        Index("ix_account_events_occurred_at", "occurred_at"),
+    )

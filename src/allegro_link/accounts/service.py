@@ -14,8 +14,8 @@ from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from allegro_link.accounts import transitions
 from allegro_link.accounts.deadline import sql_relogin_soon
-from allegro_link.accounts.events import EventKind, record_event
 from allegro_link.accounts.models import Account
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
@@ -128,7 +128,7 @@ async def delete_account(session: AsyncSession, account_id: uuid.UUID, owner_id:
         select(LinkSession.id).where(LinkSession.account_id == account_id).with_for_update()
     )
     account = await get_account(session, account_id, owner_id, for_update=True)
-    record_event(session, account, EventKind.DELETED, actor=actor)
+    await transitions.deleted(session, account, actor=actor)
     await session.execute(delete(Account).where(Account.id == account.id))
 
 

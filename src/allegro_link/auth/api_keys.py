@@ -34,7 +34,8 @@ from allegro_link.db import utcnow
 
 SCOPE_TOKENS_READ = "tokens:read"
 SCOPE_ACCOUNTS_READ = "accounts:read"
-KNOWN_SCOPES = frozenset({SCOPE_TOKENS_READ, SCOPE_ACCOUNTS_READ})
+SCOPE_EVENTS_READ = "events:read"
+KNOWN_SCOPES = frozenset({SCOPE_TOKENS_READ, SCOPE_ACCOUNTS_READ, SCOPE_EVENTS_READ})
 
 KEY_MARKER = "alk_"
 PREFIX_LENGTH = 12

@@ -20,6 +20,7 @@ API_KEY_PREFIX = "alk_"
 MAX_CREDENTIAL_LENGTH = 8192
 SCOPE_TOKENS_READ = "tokens:read"
 SCOPE_ACCOUNTS_READ = "accounts:read"
+SCOPE_EVENTS_READ = "events:read"
 
 Principal = OwnerPrincipal | ServicePrincipal
 P = TypeVar("P", bound=Principal)
@@ -61,6 +62,14 @@ def _token_reader(caller: Principal) -> ServicePrincipal:
     return caller
 
 
+def _event_reader(caller: Principal) -> ServicePrincipal:
+    if not isinstance(caller, ServicePrincipal):
+        raise Forbidden("The event feed is for internal services.")
+    if not caller.has_scope(SCOPE_EVENTS_READ):
+        raise Forbidden(f"The API key lacks the {SCOPE_EVENTS_READ} scope.")
+    return caller
+
+
 class _BearerRole(HTTPBearer, Generic[P]):
     """The Bearer credential, who it belongs to, and the role check, as one dependency.
 
@@ -85,6 +94,7 @@ class _BearerRole(HTTPBearer, Generic[P]):
 Owner = Annotated[OwnerPrincipal, Depends(_BearerRole(_owner))]
 AccountReader = Annotated[Principal, Depends(_BearerRole(_account_reader))]
 TokenReader = Annotated[ServicePrincipal, Depends(_BearerRole(_token_reader))]
+EventReader = Annotated[ServicePrincipal, Depends(_BearerRole(_event_reader))]
 
 
 def owner_scope(caller: Principal) -> str | None:

@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from allegro_link.accounts.events import EventKind, record_event
-from allegro_link.accounts.models import Account, AccountStatus
+from allegro_link.accounts import transitions
+from allegro_link.accounts.models import Account
 from allegro_link.accounts.service import get_account
 from allegro_link.allegro.client import (
     AllegroClient,
@@ -302,7 +302,7 @@ class LinkFlow:
             if not _same_allegro_user(account, link):
                 expected = account.login
                 _discard(link, now)
-                record_event(session, account, EventKind.RELINK_MISMATCH, actor=actor)
+                await transitions.relink_mismatch(session, account, actual_login=link.login, actor=actor)
                 raise AccountMismatch(
                     f"Account {expected} was logged in again as {link.login}; use 'Zmień konto' at Allegro.",
                     extra={"expected_login": expected, "actual_login": link.login},
@@ -313,25 +313,15 @@ class LinkFlow:
             if existing is not None:
                 account, result = existing, "relinked"
             else:
-                account = Account(
-                    id=uuid7(),
-                    owner_id=owner_id,
-                    allegro_user_id=link.allegro_user_id,
-                    login=link.login,
-                    status=AccountStatus.ACTIVE,
-                    relogin_reason=None,
-                    status_changed_at=now,
-                    linked_at=now,
-                )
+                account = transitions.new_linked_account(account_id=uuid7(), owner_id=owner_id, now=now)
                 result = "linked"
+        previous = transitions.relink_starting(account, now)
         self._move_tokens(link, account, now)
         _discard(link, now)
         if result == "linked":
-            session.add(account)
-            await session.flush()
-        record_event(
-            session, account, EventKind.LINKED if result == "linked" else EventKind.RELINKED, actor=actor
-        )
+            await transitions.linked(session, account, actor=actor)
+        else:
+            await transitions.relinked(session, account, previous, now=now, actor=actor)
         log.info("link.completed", account_id=str(account.id), result=result)
         return CompletedLink(result=result, account=account)
 
@@ -360,13 +350,6 @@ class LinkFlow:
         account.last_used_at = link.callback_at or now  # the callback's GET /me used the account
         if account.linked_at is None:
             account.linked_at = now
-        if account.status is not AccountStatus.ACTIVE:
-            account.status = AccountStatus.ACTIVE
-            account.relogin_reason = None
-            account.status_changed_at = now
-        elif account.refresh_token_expires_at is not None and account.status_changed_at < now:
-            # It may have read as refresh_token_expired; the re-login is a status change too.
-            account.status_changed_at = now
 
 
 def _same_allegro_user(account: Account, link: LinkSession) -> bool:

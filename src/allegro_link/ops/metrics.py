@@ -76,3 +76,26 @@ class Metrics:
             "1 while calls to Allegro's token endpoint are suspended after failures.",
             registry=self.registry,
         )
+        self.events_appended = Counter(
+            "allegro_link_events_appended",
+            "Account events committed (counted once, by the sequencer), by type.",
+            ("type",),
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "allegro_link_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retry, failed, gone).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.webhook_oldest_undelivered_seconds = Gauge(
+            "allegro_link_webhook_oldest_undelivered_seconds",
+            "Age of the oldest undelivered event per enabled endpoint (0 when none).",
+            ("endpoint_id",),
+            registry=self.registry,
+        )
+        self.webhook_endpoints_disabled = Gauge(
+            "allegro_link_webhook_endpoints_disabled",
+            "Endpoints disabled (after 410 Gone).",
+            registry=self.registry,
+        )

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from allegro_link.accounts.events import EventKind, record_event
+from allegro_link.accounts import transitions
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.accounts.status import effective_status
@@ -382,17 +382,7 @@ class TokenBroker:
                 reason = ReloginReason.REFRESH_TOKEN_EXPIRED
             else:
                 reason = ReloginReason.REFRESH_REJECTED
-            account.status = AccountStatus.RELOGIN_REQUIRED
-            account.relogin_reason = reason
-            account.status_changed_at = now
-            record_event(
-                session,
-                account,
-                EventKind.STATUS_CHANGED,
-                actor="token-broker",
-                allegro_error=exc.error,
-                allegro_status=exc.status,
-            )
+            await transitions.relogin_required(session, account, reason, actor="token-broker")
             await session.commit()
         self._metrics.refreshes.labels("relogin_required", want.trigger).inc()
         log.warning(
