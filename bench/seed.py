@@ -2,8 +2,9 @@
 
 Tokens are shaped like Allegro's (RS256 JWTs carrying every scope, about 1.4 kB each) so that rows,
 TOAST and decryption cost what they cost in production. Access tokens are valid for 2-12 more hours
-and refresh tokens for 20-90 more days: nothing is due for a refresh or for the keep-alive (window
-14 days), so the fresh-token path is exercised and the keep-alive has nothing to do.
+and refresh tokens for 20-90 more days, and accounts were last used 0-29 days ago: nothing is due for
+a refresh or a keep-alive call (window 14 days, use after 30), so the fresh-token path is exercised and
+the keep-alive has nothing to do.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ COLUMNS = (
     "token_version",
     "created_at",
     "updated_at",
+    "last_used_at",
 )
 OWNERS = 1000
 BATCH = 10_000
@@ -77,6 +79,7 @@ async def seed_accounts(dsn: str, encryption_keys: str, start: int, stop: int) -
                 access_expires = now + timedelta(seconds=rng.uniform(2 * 3600, 12 * 3600))
                 refresh_expires = now + timedelta(days=rng.uniform(20, 90))
                 linked = now - timedelta(days=rng.uniform(1, 400))
+                used = now - timedelta(days=rng.uniform(0, 29))
                 claims: dict[str, object] = {
                     "user_name": user_id,
                     "scope": list(ALL_SCOPES),
@@ -107,6 +110,7 @@ async def seed_accounts(dsn: str, encryption_keys: str, start: int, stop: int) -
                         rng.randint(1, 400),
                         linked,
                         now,
+                        used,
                     )
                 )
             await connection.copy_records_to_table("accounts", records=records, columns=COLUMNS)

@@ -44,10 +44,13 @@ from allegro_link.ops.routes import router as ops_router
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
 from allegro_link.tokens.broker import TokenBroker
-from allegro_link.tokens.keepalive import keepalive_forever
+from allegro_link.tokens.keepalive import KeepAlive, keepalive_forever
+from allegro_link.tokens.keepalive_use import KeepAliveUse
 from allegro_link.tokens.routes import router as tokens_router
 
 log = structlog.get_logger(__name__)
+# The shortest a keep-alive claim lasts: one account's /me call with its retries ends well within it.
+KEEPALIVE_MIN_LEASE_SECONDS = 120.0
 
 DESCRIPTION = """\
 OAuth broker for Allegro seller accounts. Owners (Polkurier customers, through their frontend) link
@@ -147,6 +150,28 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def build_keepalive(resources: Resources) -> KeepAlive:
+    settings = resources.settings
+    use = KeepAliveUse(
+        resources.sessionmaker,
+        resources.tokens,
+        resources.allegro,
+        resources.metrics,
+        use_after=timedelta(days=settings.keepalive_use_after_days),
+        # Long enough for one account's call and its retries; a failed call is retried after it.
+        lease=timedelta(seconds=max(settings.keepalive_interval_seconds, KEEPALIVE_MIN_LEASE_SECONDS)),
+    )
+    return KeepAlive(
+        resources.sessionmaker,
+        resources.tokens,
+        use,
+        resources.metrics,
+        enabled=settings.keepalive_enabled,
+        refresh_window=timedelta(days=settings.keepalive_window_days),
+        soon_window=timedelta(days=settings.relogin_soon_days),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -163,38 +188,41 @@ def create_app(
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
         # Also the start-up check of the database: one line says why when it turns us away.
+        soon_window = timedelta(days=settings.relogin_soon_days)
         await account_gauge.fill_at_start(
-            resources.sessionmaker, app_metrics, timeout_seconds=settings.db_connect_timeout_seconds
+            resources.sessionmaker,
+            app_metrics,
+            timeout_seconds=settings.db_connect_timeout_seconds,
+            soon_window=soon_window,
         )
         background = [
             asyncio.create_task(purge_forever(resources.sessionmaker), name="purge-link-sessions"),
             asyncio.create_task(
-                account_gauge.refresh_forever(resources.sessionmaker, app_metrics), name="accounts-gauge"
+                account_gauge.refresh_forever(resources.sessionmaker, app_metrics, soon_window=soon_window),
+                name="accounts-gauge",
             ),
         ]
         background.extend(start_event_tasks(resources))
-        if settings.keepalive_enabled:
-            background.append(
-                asyncio.create_task(
-                    keepalive_forever(
-                        resources.sessionmaker,
-                        resources.tokens,
-                        resources.metrics,
-                        window=timedelta(days=settings.keepalive_window_days),
-                        interval_seconds=settings.keepalive_interval_seconds,
-                        max_per_minute=settings.keepalive_max_per_minute,
-                    ),
-                    name="keepalive",
-                )
+        background.append(
+            asyncio.create_task(
+                keepalive_forever(
+                    build_keepalive(resources),
+                    interval_seconds=settings.keepalive_interval_seconds,
+                    max_per_minute=settings.keepalive_max_per_minute,
+                ),
+                name="keepalive",
             )
-            background.append(
-                asyncio.create_task(
-                    expire_lapsed_forever(
-                        resources.sessionmaker, interval_seconds=settings.keepalive_interval_seconds
-                    ),
-                    name="keepalive-expiry",
-                )
+        )
+        # Always, like the keep-alive loop's warnings: an account whose refresh token lapses gets its
+        # event even where the keep-alive's calls to Allegro are switched off.
+        background.append(
+            asyncio.create_task(
+                expire_lapsed_forever(
+                    resources.sessionmaker, interval_seconds=settings.keepalive_interval_seconds
+                ),
+                name="keepalive-expiry",
             )
+        )
         resources.token_audit.start()
         log.info("app.started", allegro_auth_url=settings.auth_base_url, version=__version__)
         try:

@@ -67,11 +67,20 @@ MEANINGS: dict[str, str] = {
     "running in another process or replica.",
     "api_key_cache_seconds": "How long a verified API key is cached per process: a revoked key stops "
     "working within this time.",
-    "keepalive_enabled": "Run the background loop that refreshes accounts before their refresh token "
-    "lapses (every replica may run it).",
+    "keepalive_enabled": "Let the keep-alive call Allegro: refresh accounts before their refresh token "
+    "lapses and make a real API call (`GET /me`) for accounts not used lately (every replica may run "
+    "it; no account is handled twice). When `false`, the re-login warnings, expiry events and gauges "
+    "still run.",
+    "keepalive_use_after_days": "An active account not used at Allegro for this many days (a token "
+    "handed out, or a call of ours) gets a `GET /me` call: Allegro withdraws access after 90 days "
+    "without use. Fractional days allowed.",
+    "relogin_soon_days": "An active account whose re-login deadline (the earlier of its refresh "
+    "token's expiry and last use + 90 days) is this close reads `relogin_soon` and gets an "
+    "`account.relogin_soon` event (again at 3 days left). Fractional days allowed.",
     "keepalive_window_days": "Refresh accounts whose refresh token expires within this many days.",
     "keepalive_interval_seconds": "Time between keep-alive passes (jittered by ±20 %).",
-    "keepalive_max_per_minute": "Cap on the keep-alive's refreshes per minute and process.",
+    "keepalive_max_per_minute": "Cap on the keep-alive's refreshes and `GET /me` calls together, per "
+    "minute and process.",
     "log_level": "`DEBUG`, `INFO`, `WARNING` or `ERROR`. Successful token reads are logged at DEBUG only.",
     "log_json": "One JSON object per line on stderr; `false` for plain text.",
     "demo_enabled": "Serve the demo panel at `/demo`. Outside `allegro-link dev` it asks for a pasted "

@@ -204,8 +204,13 @@ class Settings(KeyRingSettings):
 
     keepalive_enabled: bool = True
     keepalive_window_days: float = Field(default=14.0, gt=0, le=80)
+    # Allegro's 90-day use rule: an account unused this long gets a real API call from the keep-alive.
+    keepalive_use_after_days: float = Field(default=30.0, gt=0, le=80)
     keepalive_interval_seconds: float = Field(default=300.0, ge=1, le=86400)
     keepalive_max_per_minute: int = Field(default=600, ge=1, le=3000)
+
+    # An active account whose re-login deadline is this close reads `relogin_soon` and is warned about.
+    relogin_soon_days: float = Field(default=14.0, gt=0, le=80)
 
     # Webhook delivery workers run in every `serve` replica unless turned off here.
     webhooks_enabled: bool = True

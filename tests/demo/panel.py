@@ -14,7 +14,7 @@ from tests.support.factories import bearer, owner_token
 from tests.support.link import LinkHarness
 
 DEMO_OWNER = "demo-owner"  # whom the page acts for in dev mode unless told otherwise
-BANNER = "Jedno z Twoich kont wymaga ponownego logowania. Kliknij przycisk 🔑, aby zalogować konto."
+BANNER = "Jedno z Twoich kont wymaga ponownego logowania. Kliknij przycisk z kluczem, aby zalogować konto."
 WAYBILL_WARNING = (
     "Uwaga! Jeśli odłączysz konto w Allegro, to nie będziemy mogli zaktualizować listów przewozowych "
     "zaimportowanych zleceń."
@@ -114,6 +114,11 @@ async def expire_refresh_token(harness: LinkHarness, account_id: str, login: str
     await update_account(
         harness.settings, account_id, refresh_token_expires_at=utcnow() - timedelta(seconds=1)
     )
+
+
+async def leave_unused(harness: LinkHarness, account_id: str, days: float) -> None:
+    """No use for `days` (and no keep-alive call): Allegro's 90-day rule comes closer."""
+    await update_account(harness.settings, account_id, last_used_at=utcnow() - timedelta(days=days))
 
 
 async def account_as_api_shows_it(harness: LinkHarness, account_id: str, owner: str = DEMO_OWNER) -> Any:

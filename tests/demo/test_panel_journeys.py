@@ -15,6 +15,7 @@ from tests.demo.panel import (  # noqa: E402
     account_as_api_shows_it,
     accounts_of,
     expire_refresh_token,
+    leave_unused,
     link_through_api,
 )
 from tests.support.link import LinkHarness  # noqa: E402
@@ -47,6 +48,28 @@ class TestLinkingANewAccount:
         await panel.wait_until_ready()
         await expect(panel.message).to_be_hidden()
         await expect(panel.rows).to_have_count(1)
+
+
+class TestNearTheDeadline:
+    async def test_an_account_near_its_deadline_says_in_how_many_days_and_highlights_its_key(
+        self, page: Page, demo_url: str, harness: LinkHarness
+    ) -> None:
+        near = await link_through_api(harness, "Sprzedawca1")
+        await link_through_api(harness, "Sprzedawca2")
+        await leave_unused(harness, near["id"], days=80.5)  # 9.5 days left: "za 10 dni"
+
+        panel = DemoPanel(page, demo_url)
+        await panel.open()
+
+        await expect(panel.row("Sprzedawca1")).to_contain_text("Wymaga ponownego logowania za 10 dni")
+        await expect(panel.row("Sprzedawca2")).to_contain_text("Aktywne")
+        highlighted = "rgb(255, 90, 0)"
+        await expect(panel.key_button("Sprzedawca1")).to_have_css("background-color", highlighted)
+        await expect(panel.key_button("Sprzedawca2")).not_to_have_css("background-color", highlighted)
+        await expect(panel.key_button("Sprzedawca1").locator("svg")).to_be_visible()
+        await expect(panel.banner).to_have_text(BANNER)
+        await expect(panel.banner).to_have_attribute("data-count", "1")
+        await expect(page.locator("body")).not_to_contain_text("🔑")  # drawn, not an emoji font's glyph
 
 
 class TestLoggingInAgain:

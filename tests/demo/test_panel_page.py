@@ -22,7 +22,13 @@ from allegro_link.app import create_app  # noqa: E402
 from allegro_link.db import utcnow  # noqa: E402
 from allegro_link.oauth.models import LinkSession  # noqa: E402
 from tests.demo.conftest import ARTIFACTS  # noqa: E402
-from tests.demo.panel import DEMO_OWNER, DemoPanel, expire_refresh_token, link_through_api  # noqa: E402
+from tests.demo.panel import (  # noqa: E402
+    DEMO_OWNER,
+    DemoPanel,
+    expire_refresh_token,
+    leave_unused,
+    link_through_api,
+)
 from tests.support.accounts import insert_account  # noqa: E402
 from tests.support.factories import make_settings, owner_token  # noqa: E402
 from tests.support.link import LinkHarness  # noqa: E402
@@ -172,16 +178,19 @@ class TestWithoutDevMode:
 
 
 class TestScreenshot:
-    async def test_screenshot_of_an_active_and_a_relogin_required_account(
+    async def test_screenshot_of_an_active_a_near_deadline_and_a_relogin_required_account(
         self, page: Page, demo_url: str, harness: LinkHarness
     ) -> None:
         await link_through_api(harness, "Sprzedawca1")
+        near = await link_through_api(harness, "HurtowniaOpon")
+        await leave_unused(harness, near["id"], days=85.5)
         expired = await link_through_api(harness, "SklepZabawki")
         await expire_refresh_token(harness, expired["id"], "SklepZabawki")
         await page.set_viewport_size({"width": 1200, "height": 600})  # the full page is as tall as it needs
         panel = DemoPanel(page, demo_url)
         await panel.open()
         await expect(panel.row("Sprzedawca1")).to_contain_text("Aktywne")
+        await expect(panel.row("HurtowniaOpon")).to_contain_text("Wymaga ponownego logowania za 5 dni")
         await expect(panel.row("SklepZabawki")).to_contain_text("konto nie było używane przez 3 miesiące")
         await expect(panel.banner).to_be_visible()
 

@@ -191,14 +191,16 @@ async def test_stats_count_calls_by_grant_type_user_and_endpoint(http: httpx.Asy
     renewed = (await refresh(http, tokens["refresh_token"])).json()
     await refresh(http, other["refresh_token"])
     await me(http, renewed["access_token"])
+    await me(http, tokens["access_token"])  # killed by the refresh: a call, not a use
     await http.post(TOKEN_PATH, data={}, headers=basic())
 
     stats = (await http.get("/__fake__/stats")).json()
 
     assert stats == {
         "token_calls": {"authorization_code": 2, "refresh_token": 3, "total": 6},
-        "me_calls": 1,
+        "me_calls": 2,
         "refresh_by_user": {"counted": 2, "other": 1},
+        "me_by_user": {"counted": 1},
     }
 
 

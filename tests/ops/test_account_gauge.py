@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -59,7 +60,12 @@ async def test_the_loop_follows_changes(settings: Settings) -> None:
                 raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            await refresh_forever(resources.sessionmaker, resources.metrics, sleep=one_pass_then_stop)
+            await refresh_forever(
+                resources.sessionmaker,
+                resources.metrics,
+                soon_window=timedelta(days=14),
+                sleep=one_pass_then_stop,
+            )
         body = generate_latest(resources.metrics.registry).decode()
 
     assert 'allegro_link_accounts{status="active"} 1.0' in gauge_lines(body)

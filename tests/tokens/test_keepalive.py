@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
-from allegro_link.app import Resources, build_resources
+from allegro_link.accounts.models import Account, AccountEvent, AccountStatus, ReloginReason
+from allegro_link.app import Resources, build_keepalive, build_resources
 from allegro_link.db import utcnow
 from allegro_link.ops.metrics import Metrics
 from allegro_link.settings import Settings
@@ -102,6 +103,52 @@ class TestKeepAlive:
         finally:
             await engine.dispose()
         assert (await harness.stats())["token_calls"]["refresh_token"] == 0
+
+
+async def _relogin_soon_events(settings: Settings, account_id: str) -> int:
+    engine = create_async_engine(settings.database_url.get_secret_value())
+    try:
+        async with engine.connect() as connection:
+            count = await connection.execute(
+                select(func.count())
+                .select_from(AccountEvent)
+                .where(
+                    AccountEvent.account_id == uuid.UUID(account_id),
+                    AccountEvent.type == "account.relogin_soon",
+                )
+            )
+            return int(count.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+class TestPass:
+    async def test_with_the_keepalive_off_an_account_near_its_deadline_is_warned_once_and_not_called(
+        self, harness: LinkHarness, resources: Resources
+    ) -> None:
+        account_id = (await harness.link("owner-a", "Zapomniane")).json()["account"]["id"]
+        await _set(harness.settings, account_id, last_used_at=utcnow() - timedelta(days=77))
+        keepalive = build_keepalive(resources)
+        assert not keepalive.enabled  # the tests' settings turn the keep-alive's calls off
+
+        await keepalive.run_pass(RateLimiter(6000))
+        await keepalive.run_pass(RateLimiter(6000))
+
+        assert await _relogin_soon_events(harness.settings, account_id) == 1
+        stats = await harness.stats()
+        assert (stats["me_by_user"], stats["token_calls"]["refresh_token"]) == ({"Zapomniane": 1}, 0)
+
+    async def test_with_the_keepalive_on_the_same_account_is_used_before_anyone_is_warned(
+        self, harness: LinkHarness, resources: Resources
+    ) -> None:
+        account_id = (await harness.link("owner-a", "Zapomniane")).json()["account"]["id"]
+        await _set(harness.settings, account_id, last_used_at=utcnow() - timedelta(days=77))
+        keepalive = dataclasses.replace(build_keepalive(resources), enabled=True)
+
+        await keepalive.run_pass(RateLimiter(6000))
+
+        assert await _relogin_soon_events(harness.settings, account_id) == 0
+        assert (await harness.stats())["me_by_user"] == {"Zapomniane": 2}
 
 
 class TestRateLimiter:

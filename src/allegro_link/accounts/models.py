@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     func,
@@ -89,6 +90,17 @@ class Account(Base):
     scope: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
+    # Allegro's 90-day use rule (see `accounts.deadline`). NULL: no use known (rows from before it).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A replica's claim on the keep-alive call for this account, so that no other replica repeats it.
+    keepalive_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The first keep-alive failure since its last success; NULL while the keep-alive works.
+    keepalive_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which `account.relogin_soon` warning was sent (0 none, 1 on entering the window, 2 at 3 days
+    # left) and for which deadline; back to 0 once the deadline moves out of the window.
+    relogin_warned_stage: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    relogin_warned_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
@@ -121,6 +133,23 @@ class Account(Base):
             "ix_accounts_refresh_token_expires_at_active",
             "refresh_token_expires_at",
             postgresql_where=text("status = 'active'"),
+        ),
+        # The keep-alive's use candidates (least recently used first, never used first) and, with the
+        # index above, the accounts whose re-login deadline is near (`accounts.deadline`).
+        Index(
+            "ix_accounts_last_used_at_active",
+            text("last_used_at NULLS FIRST"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        # With the index above, `relogin_required_count` over all owners (a service's unfiltered list).
+        Index("ix_accounts_id_relogin_required", "id", postgresql_where=text("status = 'relogin_required'")),
+        # Warned accounts, for re-arming once their deadline has moved out of the window.
+        Index("ix_accounts_id_relogin_warned", "id", postgresql_where=text("relogin_warned_stage > 0")),
+        # The oldest failed keep-alive, for /metrics.
+        Index(
+            "ix_accounts_keepalive_failed_at",
+            "keepalive_failed_at",
+            postgresql_where=text("keepalive_failed_at IS NOT NULL"),
         ),
         CheckConstraint(
             "(status = 'active') = (relogin_reason IS NULL)", name="relogin_reason_iff_relogin_required"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from allegro_link.accounts.models import AccountStatus
-from allegro_link.accounts.schemas import AccountOut, AccountPage
+from allegro_link.accounts.schemas import AccountOut, AccountPage, soon_window
 from allegro_link.accounts.service import (
     AccountFilter,
     AccountNotFound,
     InvalidCursor,
+    ListStatus,
     delete_account,
     get_account,
     list_accounts,
@@ -34,9 +34,13 @@ AUTH_ERRORS = (Unauthenticated, Forbidden)
     responses=error_responses(*AUTH_ERRORS, InvalidCursor),
 )
 async def list_(
+    request: Request,
     session: DbSession,
     caller: AccountReader,
-    status: Annotated[AccountStatus | None, Query(description="only accounts in this status")] = None,
+    status: Annotated[
+        ListStatus | None,
+        Query(description="only accounts in this status; `relogin_soon`: active ones near their deadline"),
+    ] = None,
     login: Annotated[str | None, Query(max_length=200, description="exact login, ignoring case")] = None,
     owner_id: Annotated[
         str | None, Query(max_length=200, description="services only: one owner's accounts")
@@ -50,13 +54,18 @@ async def list_(
         scope = owner_id
     elif owner_id not in (None, scope):
         raise Forbidden("Owners list only their own accounts.")
+    window = soon_window(request)
     page = await list_accounts(
-        session, AccountFilter(owner_id=scope, status=status, login=login), limit=limit, cursor=cursor
+        session,
+        AccountFilter(owner_id=scope, soon_window=window, status=status, login=login),
+        limit=limit,
+        cursor=cursor,
     )
     return AccountPage(
-        items=[AccountOut.build(view) for view in page.items],
+        items=[AccountOut.build(view, soon_window=window) for view in page.items],
         next_cursor=page.next_cursor,
         relogin_required_count=page.relogin_required_count,
+        relogin_soon_count=page.relogin_soon_count,
     )
 
 
@@ -66,10 +75,12 @@ async def list_(
     response_model=AccountOut,
     responses=error_responses(*AUTH_ERRORS, AccountNotFound),
 )
-async def get(session: DbSession, caller: AccountReader, account_id: uuid.UUID) -> AccountOut:
+async def get(
+    request: Request, session: DbSession, caller: AccountReader, account_id: uuid.UUID
+) -> AccountOut:
     """One account, with its status as of now."""
     account = await get_account(session, account_id, owner_scope(caller))
-    return AccountOut.build(status_view(account))
+    return AccountOut.build(status_view(account), soon_window=soon_window(request))
 
 
 @router.delete(

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 
+from allegro_link.accounts.deadline import relogin_deadline
 from allegro_link.accounts.status import EffectiveStatus
+
+
+def soon_window(request: Request) -> timedelta:
+    """`ALLEGRO_LINK_RELOGIN_SOON_DAYS` of the app serving `request`."""
+    return timedelta(days=request.state.resources.settings.relogin_soon_days)
+
 
 StatusWord = Literal["active", "relogin_required"]
 ReasonWord = Literal["legacy_account", "refresh_token_expired", "grant_revoked", "refresh_rejected"]
@@ -28,10 +36,21 @@ class AccountOut(BaseModel):
     last_refreshed_at: datetime | None
     access_token_expires_at: datetime | None
     refresh_token_expires_at: datetime | None
+    last_used_at: datetime | None = Field(
+        description="last time allegro-link knows the account was used at Allegro (a token handed out, "
+        "or a call of its own); null when unknown"
+    )
+    relogin_deadline: datetime | None = Field(
+        description="active accounts: the earlier of the refresh token's expiry and the last use + 90 days"
+    )
+    relogin_soon: bool = Field(description="active and the re-login deadline is within the warning window")
 
     @classmethod
-    def build(cls, view: EffectiveStatus) -> AccountOut:
+    def build(cls, view: EffectiveStatus, *, soon_window: timedelta) -> AccountOut:
         account = view.account
+        # The moment the status was computed at, so that the status and the deadline agree.
+        now = view.computed_at
+        deadline = relogin_deadline(account, now)
         return cls(
             id=account.id,
             owner_id=account.owner_id,
@@ -44,6 +63,9 @@ class AccountOut(BaseModel):
             last_refreshed_at=account.last_refreshed_at,
             access_token_expires_at=account.access_token_expires_at,
             refresh_token_expires_at=account.refresh_token_expires_at,
+            last_used_at=account.last_used_at,
+            relogin_deadline=deadline,
+            relogin_soon=deadline is not None and deadline - now <= soon_window,
         )
 
 
@@ -52,4 +74,7 @@ class AccountPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
     relogin_required_count: int = Field(
         description="accounts needing a re-login among all the owner's accounts, whatever the filters"
+    )
+    relogin_soon_count: int = Field(
+        description="active accounts whose re-login deadline is near, counted like relogin_required_count"
     )

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from allegro_link.accounts import transitions
-from allegro_link.accounts.models import Account, AccountStatus
+from allegro_link.accounts.deadline import sql_relogin_soon
+from allegro_link.accounts.models import Account
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
 from allegro_link.errors import BadRequest, NotFound
@@ -30,10 +32,19 @@ class InvalidCursor(BadRequest):
     title = "Invalid cursor"
 
 
+class ListStatus(enum.StrEnum):
+    """The list's status filter: the two statuses, and the active accounts near their deadline."""
+
+    ACTIVE = "active"
+    RELOGIN_REQUIRED = "relogin_required"
+    RELOGIN_SOON = "relogin_soon"
+
+
 @dataclass(frozen=True, slots=True)
 class AccountFilter:
     owner_id: str | None  # None: every owner (a service with accounts:read and no owner filter)
-    status: AccountStatus | None = None
+    soon_window: timedelta
+    status: ListStatus | None = None
     login: str | None = None
 
 
@@ -42,6 +53,7 @@ class Page:
     items: list[EffectiveStatus]
     next_cursor: str | None
     relogin_required_count: int
+    relogin_soon_count: int
 
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -77,10 +89,12 @@ async def list_accounts(
         ),
         account_filter.owner_id,
     )
-    if account_filter.status is AccountStatus.RELOGIN_REQUIRED:
+    if account_filter.status is ListStatus.RELOGIN_REQUIRED:
         statement = statement.where(sql_needs_relogin())
-    elif account_filter.status is AccountStatus.ACTIVE:
+    elif account_filter.status is ListStatus.ACTIVE:
         statement = statement.where(~sql_needs_relogin())
+    elif account_filter.status is ListStatus.RELOGIN_SOON:
+        statement = statement.where(sql_relogin_soon(account_filter.soon_window))
     if account_filter.login is not None:
         statement = statement.where(func.lower(Account.login) == account_filter.login.lower())
     if cursor is not None:
@@ -89,15 +103,20 @@ async def list_accounts(
     has_more = len(rows) > limit
     rows = rows[:limit]
 
-    count_statement = select(func.count()).select_from(Account).where(sql_needs_relogin())
-    if account_filter.owner_id is not None:
-        count_statement = count_statement.where(Account.owner_id == account_filter.owner_id)
-    count = (await session.execute(count_statement)).scalar_one()
+    relogin_count = await _count(session, account_filter.owner_id, sql_needs_relogin())
+    soon_count = await _count(session, account_filter.owner_id, sql_relogin_soon(account_filter.soon_window))
     return Page(
         items=[effective_status(account, now) for account in rows],
         next_cursor=_encode_cursor(rows[-1].id) if has_more and rows else None,
-        relogin_required_count=count,
+        relogin_required_count=relogin_count,
+        relogin_soon_count=soon_count,
     )
+
+
+async def _count(session: AsyncSession, owner_id: str | None, condition: ColumnElement[bool]) -> int:
+    """Accounts matching `condition` among the owner's (all, for None), whatever the list's filters."""
+    statement = _scoped(select(func.count()).select_from(Account).where(condition), owner_id)
+    return int((await session.execute(statement)).scalar_one())
 
 
 async def delete_account(session: AsyncSession, account_id: uuid.UUID, owner_id: str, *, actor: str) -> None:

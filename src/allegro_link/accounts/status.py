@@ -21,15 +21,16 @@ class EffectiveStatus:
     status: AccountStatus
     reason: ReloginReason | None
     status_changed_at: datetime
+    computed_at: datetime
 
 
 def effective_status(account: Account, now: datetime) -> EffectiveStatus:
     expiry = account.refresh_token_expires_at
     if account.status is AccountStatus.ACTIVE and expiry is not None and expiry <= now:
         return EffectiveStatus(
-            account, AccountStatus.RELOGIN_REQUIRED, ReloginReason.REFRESH_TOKEN_EXPIRED, expiry
+            account, AccountStatus.RELOGIN_REQUIRED, ReloginReason.REFRESH_TOKEN_EXPIRED, expiry, now
         )
-    return EffectiveStatus(account, account.status, account.relogin_reason, account.status_changed_at)
+    return EffectiveStatus(account, account.status, account.relogin_reason, account.status_changed_at, now)
 
 
 def sql_needs_relogin() -> ColumnElement[bool]:

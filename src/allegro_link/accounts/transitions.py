@@ -79,6 +79,17 @@ async def relogin_required(
     )
 
 
+async def relogin_soon(
+    session: AsyncSession, account: Account, *, deadline: datetime, days_left: int, actor: str
+) -> None:
+    """An active account's re-login deadline came within the warning window (or to 3 days left).
+
+    The status does not change: the event warns that it will (`accounts.warnings` decides when).
+    """
+    data = {"relogin_deadline": deadline.isoformat(), "days_left": days_left}
+    await append_events(session, [NewEvent(account, EventType.RELOGIN_SOON, actor, data)])
+
+
 async def relink_mismatch(session: AsyncSession, account: Account, *, actual_login: str, actor: str) -> None:
     """A re-login of `account` was done as another Allegro user; the account itself is unchanged."""
     data = {"expected_login": account.login, "actual_login": actual_login}

@@ -107,6 +107,14 @@ class AllegroRejected(AllegroError):
     def is_unauthorized(self) -> bool:
         return self.status == 401
 
+    @property
+    def refuses_account(self) -> bool:
+        """Allegro refuses this account's grant: a 401, or a 403 from an API call (`/me`).
+
+        Unless our own client credentials are what is broken: callers check that before acting on it.
+        """
+        return self.status == 401 or (self.status == 403 and self.operation == "me")
+
 
 class AllegroClient:
     def __init__(

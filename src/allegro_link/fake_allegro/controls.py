@@ -32,8 +32,9 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
 - `POST /__fake__/clock` `{"advance_seconds": float >= 0}` → 200 `{"now": epoch seconds}`: fast-forward
   the clock used for every expiry. `GET /__fake__/clock` → 200 `{"now": ...}`.
 - `GET /__fake__/stats` → 200 `{"token_calls": {"authorization_code", "refresh_token", "total"},
-  "me_calls", "refresh_by_user": {login: n}}`, counting every call received. `total` includes other
-  or missing grant types; `refresh_by_user` counts refresh calls whose token this fake issued.
+  "me_calls", "refresh_by_user": {login: n}, "me_by_user": {login: n}}`, counting every call received.
+  `total` includes other or missing grant types; `refresh_by_user` counts refresh calls whose token this
+  fake issued; `me_by_user` counts the successful `/me` answers (what Allegro's 90-day rule calls use).
 - `POST /__fake__/reset` → 204: back to the state right after start: the configured clients only, no
   users, browser sessions, codes, tokens, faults or counters, clock offset zero.
 - `POST /__fake__/clients` `{"client_id", "client_secret", "redirect_uris": [..], "scopes"?: [..],

@@ -121,6 +121,8 @@ class Stats:
     token_calls: Counter[str] = field(default_factory=Counter)
     me_calls: int = 0
     refresh_by_user: Counter[str] = field(default_factory=Counter)
+    # Successful GET /me answers per login: the calls that count as use under the 90-day rule.
+    me_by_user: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -131,4 +133,5 @@ class Stats:
             },
             "me_calls": self.me_calls,
             "refresh_by_user": dict(self.refresh_by_user),
+            "me_by_user": dict(self.me_by_user),
         }

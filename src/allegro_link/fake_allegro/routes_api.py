@@ -51,6 +51,7 @@ def _me(store: FakeStore, request: Request, required_scope: str | None) -> Respo
         return _api_error(406, "NotAcceptableException", message, message)
     if check.user is None:  # cannot happen for "ok"; keeps the type checker honest without assert
         return _auth_error("invalid_token", "Invalid access token")
+    store.count_me_use(check.user.login)
     return json_response(200, check.user.as_me(), ALLEGRO_JSON)
 
 

@@ -385,6 +385,10 @@ class FakeStore:
         with self._lock:
             self._stats.me_calls += 1
 
+    def count_me_use(self, login: str) -> None:
+        with self._lock:
+            self._stats.me_by_user[login] += 1
+
     def stats(self) -> dict[str, object]:
         with self._lock:
             return self._stats.as_json()

@@ -398,6 +398,7 @@ class LinkFlow:
         account.scope = link.scope
         account.token_version = (account.token_version or 0) + 1
         account.last_refreshed_at = now
+        account.last_used_at = link.callback_at or now  # the callback's GET /me used the account
         if account.linked_at is None:
             account.linked_at = now
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
-from allegro_link.accounts.schemas import AccountOut
+from allegro_link.accounts.schemas import AccountOut, soon_window
 from allegro_link.accounts.service import AccountNotFound, status_view
 from allegro_link.auth.deps import Owner, actor
 from allegro_link.db import DbSession
@@ -134,12 +134,15 @@ def _callback_params(query: str) -> CallbackParams:
         },
     },
 )
-async def complete(body: CompleteRequest, owner: Owner, flow: Flow) -> CompleteResponse:
+async def complete(request: Request, body: CompleteRequest, owner: Owner, flow: Flow) -> CompleteResponse:
     """Bind the Allegro account from a finished callback to the owner who started the flow."""
     completed = await flow.complete_link(
         owner_id=owner.owner_id, link_session=body.link_session, actor=actor(owner)
     )
-    return CompleteResponse(result=completed.result, account=AccountOut.build(status_view(completed.account)))
+    return CompleteResponse(
+        result=completed.result,
+        account=AccountOut.build(status_view(completed.account), soon_window=soon_window(request)),
+    )
 
 
 __all__ = ["AccountMismatch", "router"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.exc import ProgrammingError
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from allegro_link.errors import is_connection_error
 from allegro_link.ops.database import describe_refusal
 from allegro_link.ops.metrics import Metrics
-from allegro_link.tokens.keepalive import update_status_gauge
+from allegro_link.tokens.keepalive import update_gauges
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +26,11 @@ REFRESH_INTERVAL_SECONDS = 60.0
 
 
 async def fill_at_start(
-    sessionmaker: async_sessionmaker[AsyncSession], metrics: Metrics, *, timeout_seconds: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    metrics: Metrics,
+    *,
+    timeout_seconds: float,
+    soon_window: timedelta,
 ) -> bool:
     """Fill the gauge; if the database turns us away, say why in one line and start anyway.
 
@@ -34,7 +39,7 @@ async def fill_at_start(
     """
     try:
         async with asyncio.timeout(timeout_seconds):
-            await update_status_gauge(sessionmaker, metrics)
+            await update_gauges(sessionmaker, metrics, soon_window=soon_window)
     except Exception as exc:
         log.error("app.database_unavailable", detail=describe_start_failure(exc))
         return False
@@ -56,12 +61,13 @@ async def refresh_forever(
     sessionmaker: async_sessionmaker[AsyncSession],
     metrics: Metrics,
     *,
+    soon_window: timedelta,
     interval_seconds: float = REFRESH_INTERVAL_SECONDS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     while True:
         await sleep(interval_seconds)
         try:
-            await update_status_gauge(sessionmaker, metrics)
+            await update_gauges(sessionmaker, metrics, soon_window=soon_window)
         except Exception as exc:  # a database blip must not end the loop; the next pass retries
             log.warning("accounts_gauge.refresh_failed", error=type(exc).__name__)

@@ -55,6 +55,22 @@ class Metrics:
             ("status",),
             registry=self.registry,
         )
+        self.accounts_relogin_soon = Gauge(
+            "allegro_link_accounts_relogin_soon",
+            "Active accounts whose re-login deadline is within the warning window (keep-alive loop).",
+            registry=self.registry,
+        )
+        self.keepalive_oldest_failure_seconds = Gauge(
+            "allegro_link_keepalive_oldest_failure_age_seconds",
+            "Age of the oldest keep-alive call still failing, 0 when none is (keep-alive loop).",
+            registry=self.registry,
+        )
+        self.keepalive_uses = Counter(
+            "allegro_link_keepalive_uses",
+            "Keep-alive calls to GET /me by outcome (used, failed, relogin_required).",
+            ("outcome",),
+            registry=self.registry,
+        )
         self.breaker_open = Gauge(
             "allegro_link_allegro_breaker_open",
             "1 while calls to Allegro's token endpoint are suspended after failures.",

@@ -4,6 +4,11 @@ Records are buffered and written in batches (one multi-row INSERT per flush, by 
 second). A graceful shutdown flushes what is buffered; a crash can lose at most the last interval's
 records. While the database is unreachable the buffer keeps up to `max_buffer` records and then drops
 the oldest, counting them in the metric `allegro_link_token_audit_dropped_total`.
+
+A token handed out is also a use of the account (Allegro's 90-day rule, `accounts.deadline`), so the
+same flush moves each account's `last_used_at`: one UPDATE for all the accounts of the interval, not a
+write per token read. Rows locked at that moment (a refresh in flight holds its row while it calls
+Allegro) are skipped rather than waited for, and their use is written by a later flush.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allegro_link.accounts.models import Account
 from allegro_link.db import Base, utcnow
 from allegro_link.ops.metrics import Metrics
 from allegro_link.tokens.models import TokenIssue
@@ -26,6 +32,7 @@ from allegro_link.tokens.models import TokenIssue
 log = structlog.get_logger(__name__)
 # The table, not the entity: a plain multi-row INSERT, without the ORM's bulk-insert bookkeeping.
 _TOKEN_ISSUES = Base.metadata.tables[TokenIssue.__tablename__]
+_ACCOUNTS = Base.metadata.tables[Account.__tablename__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,8 @@ class TokenAuditLog:
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._buffer: deque[IssueRecord] = deque(maxlen=max_buffer)
+        # The latest use of each account not yet written: at most one entry per account.
+        self._uses: dict[uuid.UUID, datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
@@ -67,9 +76,9 @@ class TokenAuditLog:
     ) -> None:
         if len(self._buffer) == self._buffer.maxlen:
             self._metrics.token_audit_dropped.inc()
-        self._buffer.append(
-            IssueRecord(account_id, api_key_id, api_key_name, token_version, refreshed, utcnow())
-        )
+        now = utcnow()
+        self._buffer.append(IssueRecord(account_id, api_key_id, api_key_name, token_version, refreshed, now))
+        self._uses[account_id] = now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="token-audit-writer")
@@ -82,6 +91,8 @@ class TokenAuditLog:
         with contextlib.suppress(Exception):
             while self._buffer:
                 await self.flush()
+            if self._uses:
+                await self.flush()  # uses whose rows were locked at the last flush: one more try
 
     async def flush(self) -> int:
         """Write the records buffered when the flush starts; later ones wait for the next flush.
@@ -92,33 +103,33 @@ class TokenAuditLog:
         written = 0
         async with self._flush_lock:
             pending = len(self._buffer)
-            while pending > 0 and self._buffer:
+            uses, self._uses = self._uses, {}
+            while (pending > 0 and self._buffer) or uses:
                 batch = [
                     self._buffer.popleft() for _ in range(min(self._batch_size, pending, len(self._buffer)))
                 ]
                 pending -= len(batch)
                 try:
                     async with self._sessionmaker.begin() as session:
-                        await session.execute(
-                            insert(_TOKEN_ISSUES),
-                            [
-                                {
-                                    "account_id": r.account_id,
-                                    "api_key_id": r.api_key_id,
-                                    "api_key_name": r.api_key_name,
-                                    "token_version": r.token_version,
-                                    "refreshed": r.refreshed,
-                                    "issued_at": r.issued_at,
-                                }
-                                for r in batch
-                            ],
-                        )
+                        if batch:
+                            await session.execute(insert(_TOKEN_ISSUES), [_issue_row(r) for r in batch])
+                        if uses:
+                            skipped = await _write_uses(session, uses)
                 except Exception:
-                    # Put the batch back (oldest first) and try again on the next tick.
+                    # Put the batch back (oldest first) and the uses too; try again on the next tick.
                     self._buffer.extendleft(reversed(batch))
+                    self._keep_uses(uses)
                     raise
+                if uses:
+                    self._keep_uses(skipped)
+                    uses = {}
                 written += len(batch)
         return written
+
+    def _keep_uses(self, uses: dict[uuid.UUID, datetime]) -> None:
+        for account_id, used_at in uses.items():
+            if self._uses.get(account_id, used_at) <= used_at:
+                self._uses[account_id] = used_at
 
     async def _run(self) -> None:
         while True:
@@ -127,3 +138,48 @@ class TokenAuditLog:
                 await self.flush()
             except Exception as exc:
                 log.warning("token.audit.flush_failed", error=type(exc).__name__, buffered=len(self._buffer))
+
+
+def _issue_row(record: IssueRecord) -> dict[str, object]:
+    return {
+        "account_id": record.account_id,
+        "api_key_id": record.api_key_id,
+        "api_key_name": record.api_key_name,
+        "token_version": record.token_version,
+        "refreshed": record.refreshed,
+        "issued_at": record.issued_at,
+    }
+
+
+async def _write_uses(session: AsyncSession, uses: dict[uuid.UUID, datetime]) -> dict[uuid.UUID, datetime]:
+    """Move `last_used_at` forward for the rows not locked now; returns the uses left for later.
+
+    Rows are locked in id order and locked rows skipped, so two replicas' flushes never deadlock and a
+    refresh in flight never holds a flush up.
+    """
+    locked = set(
+        (
+            await session.execute(
+                select(Account.id)
+                .where(Account.id.in_(uses))
+                .order_by(Account.id)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+    )
+    if locked:
+        await session.execute(
+            update(_ACCOUNTS)
+            .where(
+                _ACCOUNTS.c.id == bindparam("account_id"),
+                or_(_ACCOUNTS.c.last_used_at.is_(None), _ACCOUNTS.c.last_used_at < bindparam("used_at")),
+            )
+            .values(last_used_at=bindparam("used_at")),
+            [{"account_id": account_id, "used_at": uses[account_id]} for account_id in sorted(locked)],
+        )
+    missed = [account_id for account_id in uses if account_id not in locked]
+    if not missed:
+        return {}
+    # Kept for later: the rows someone else holds, not the accounts deleted meanwhile.
+    existing = (await session.execute(select(Account.id).where(Account.id.in_(missed)))).scalars()
+    return {account_id: uses[account_id] for account_id in existing}

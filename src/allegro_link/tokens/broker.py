@@ -200,6 +200,15 @@ class TokenBroker:
                 return False
             return issued.refreshed
 
+    async def call_refused(self, account_id: uuid.UUID, token_version: int, exc: AllegroRejected) -> None:
+        """Keep-alive: Allegro refused an API call made with a token refreshed just before it.
+
+        Handled like a refused refresh: the account needs a re-login (`grant_revoked`), unless the
+        client-credentials check says our own secret is what Allegro refuses, or the token has been
+        replaced meanwhile; then this returns and the caller counts a failed keep-alive.
+        """
+        await self._rejected(account_id, token_version, exc, _Want(timedelta(0), trigger="keepalive"))
+
     async def aclose(self) -> None:
         for task in list(self._inflight.values()):
             task.cancel()
@@ -339,7 +348,7 @@ class TokenBroker:
     async def _rejected(
         self, account_id: uuid.UUID, used_version: int, exc: AllegroRejected, want: _Want
     ) -> IssuedToken:
-        if exc.is_unauthorized:
+        if exc.refuses_account:
             try:
                 credentials_ok = await self.credentials.credentials_valid()
             except AllegroUnavailable as probe_failure:
@@ -367,7 +376,7 @@ class TokenBroker:
                 await _release(session, account)
                 return self._issue(account, refreshed=True)
             now = utcnow()
-            if exc.is_unauthorized:
+            if exc.refuses_account:
                 reason = ReloginReason.GRANT_REVOKED
             elif account.refresh_token_expires_at is not None and account.refresh_token_expires_at <= now:
                 reason = ReloginReason.REFRESH_TOKEN_EXPIRED

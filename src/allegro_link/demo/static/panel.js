@@ -8,6 +8,8 @@
   const DEFAULT_OWNER = "demo-owner";
   const RETURN_PARAMS = ["allegro_link", "link_session", "error", "error_description"];
   const MAX_PAGES = 50;
+  const DAY_MS = 24 * 60 * 60 * 1000;
+  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const WAYBILL_WARNING =
     "Uwaga! Jeśli odłączysz konto w Allegro, to nie będziemy mogli zaktualizować listów przewozowych " +
@@ -67,6 +69,31 @@
     for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
     if (text !== null) node.textContent = text;
     return node;
+  }
+
+  // A key drawn inline: an emoji needs a font with it, which many machines lack.
+  function keyIcon() {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    for (const [name, value] of Object.entries({
+      class: "icon-key",
+      viewBox: "0 0 24 24",
+      width: "18",
+      height: "18",
+      "aria-hidden": "true",
+      focusable: "false",
+    })) {
+      svg.setAttribute(name, value);
+    }
+    const shapes = [
+      ["circle", { cx: "7.5", cy: "15.5", r: "4.5" }],
+      ["path", { d: "M10.7 12.3 20 3M16.5 6.5l3 3M14 9l2.5 2.5" }],
+    ];
+    for (const [tag, attributes] of shapes) {
+      const shape = document.createElementNS(SVG_NS, tag);
+      for (const [name, value] of Object.entries(attributes)) shape.setAttribute(name, value);
+      svg.append(shape);
+    }
+    return svg;
   }
 
   function showMessage(kind, text) {
@@ -160,7 +187,8 @@
       if (cursor) query.set("cursor", cursor);
       const body = await api("GET", `/accounts?${query}`);
       items.push(...body.items);
-      count = body.relogin_required_count;
+      // The banner counts the accounts that need a re-login now and those that will soon.
+      count = body.relogin_required_count + body.relogin_soon_count;
       cursor = body.next_cursor;
       if (!cursor) break;
     }
@@ -173,8 +201,31 @@
     return account.login || "(bez loginu)";
   }
 
+  // Whole days to the deadline, rounded up, as the API's `account.relogin_soon` event counts them.
+  function daysLeft(account) {
+    const deadline = Date.parse(account.relogin_deadline);
+    return Number.isNaN(deadline) ? 0 : Math.max(0, Math.ceil((deadline - Date.now()) / DAY_MS));
+  }
+
+  function daysText(days) {
+    return days === 1 ? "1 dzień" : `${days} dni`;
+  }
+
+  function rowClass(account) {
+    if (account.status === "relogin_required") return "relogin";
+    return account.relogin_soon ? "relogin-soon" : "active";
+  }
+
   function statusCell(account) {
     const cell = el("td", { class: "status" });
+    if (account.status !== "relogin_required" && account.relogin_soon) {
+      cell.append(el("span", { class: "warn-mark", role: "img", "aria-label": "Uwaga" }, "⚠"));
+      const days = daysLeft(account);
+      // Past the deadline while still active (Allegro has not refused a call yet): no "za 0 dni".
+      const when = days > 0 ? ` za ${daysText(days)}` : "";
+      cell.append(el("span", { class: "status-warn" }, `Wymaga ponownego logowania${when}`));
+      return cell;
+    }
     if (account.status !== "relogin_required") {
       cell.append(el("span", { class: "status-ok" }, "Aktywne"));
       return cell;
@@ -222,11 +273,13 @@
   function actionsCell(account) {
     const login = loginOf(account);
     const cell = el("td", { class: "actions" });
-    const key = el(
-      "button",
-      { type: "button", class: "key", "aria-label": `Zaloguj ponownie konto ${login}`, title: "Zaloguj ponownie" },
-      "🔑",
-    );
+    const key = el("button", {
+      type: "button",
+      class: "key",
+      "aria-label": `Zaloguj ponownie konto ${login}`,
+      title: "Zaloguj ponownie",
+    });
+    key.append(keyIcon());
     key.addEventListener("click", () => run(() => startLink(account)));
     const remove = el("button", { type: "button", class: "disconnect", "aria-label": `Odłącz konto ${login}` }, "Odłącz");
     remove.addEventListener("click", () => run(() => disconnect(account)));
@@ -238,7 +291,7 @@
 
   function render({ items, count }) {
     const rows = items.map((account, index) => {
-      const row = el("tr", { class: account.status === "relogin_required" ? "relogin" : "active" });
+      const row = el("tr", { class: rowClass(account) });
       row.dataset.accountId = account.id;
       row.append(el("td", { class: "lp" }, `${index + 1}.`), el("td", { class: "login" }, loginOf(account)));
       row.append(statusCell(account), actionsCell(account));
@@ -248,6 +301,7 @@
     byId("accounts").hidden = items.length === 0;
     byId("no-accounts").hidden = items.length > 0;
     byId("relogin-banner").hidden = !(count > 0);
+    byId("relogin-banner").dataset.count = String(count);
   }
 
   async function refresh() {
@@ -286,7 +340,7 @@
     const actual = problem.actual_login || "(bez loginu)";
     return (
       `Zalogowałeś się w Allegro jako ${actual}, a to konto to ${expected}. ` +
-      `Konto ${expected} pozostało bez zmian. Aby je zalogować, kliknij ponownie przycisk 🔑, ` +
+      `Konto ${expected} pozostało bez zmian. Aby je zalogować, kliknij ponownie przycisk z kluczem, ` +
       `na stronie Allegro użyj przycisku „Zmień konto” i zaloguj się jako ${expected}.`
     );
   }
