@@ -88,6 +88,8 @@ class Account(Base):
     refresh_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     scope: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The token_version a forced refresh produced: only such a pair answers forced refreshes for 10 s.
+    forced_token_version: Mapped[int | None] = mapped_column(Integer)
 
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()

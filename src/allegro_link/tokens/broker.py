@@ -108,6 +108,7 @@ class _Unsaved:
     tokens: TokenSet
     base_version: int
     refreshed_at: datetime
+    forced: bool
 
 
 class TokenBroker:
@@ -207,6 +208,7 @@ class TokenBroker:
             self._unsaved_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._unsaved_task
+        await self.credentials.aclose()
 
     # -- single flight -----------------------------------------------------------------------------
 
@@ -272,9 +274,9 @@ class TokenBroker:
         if unsaved is not None and unsaved.base_version == account.token_version:
             # A pair Allegro issued that we could not store earlier: store it now, do not refresh again.
             base = account.token_version
-            self._apply(account, unsaved.tokens, unsaved.refreshed_at)
+            self._apply(account, unsaved.tokens, unsaved.refreshed_at, forced=unsaved.forced)
             issued = self._issue(account, refreshed=True)  # first: a failed commit expires `account`
-            await self._commit_rotation(session, account, base, unsaved.tokens, unsaved.refreshed_at)
+            await self._commit_rotation(session, account, base, unsaved)
             return issued
         if self._already_done(account, want, now):
             await _release(session, account)
@@ -303,11 +305,12 @@ class TokenBroker:
 
         self.outage.record_success()
         base = account.token_version
-        self._apply(account, tokens, now)
+        forced = want.trigger == "forced"
+        self._apply(account, tokens, now, forced=forced)
         # Built before the commit: a commit that fails on a dead connection expires `account`, and its
         # attributes can then no longer be read (the retries below use the values captured here).
         issued = self._issue(account, refreshed=True)
-        await self._commit_rotation(session, account, base, tokens, now)
+        await self._commit_rotation(session, account, base, _Unsaved(tokens, base, now, forced))
         self._metrics.refreshes.labels("refreshed", want.trigger).inc()
         log.info(
             "token.refreshed",
@@ -324,9 +327,12 @@ class TokenBroker:
         if want.force:
             if want.seen_version is not None and account.token_version != want.seen_version:
                 return True  # another caller refreshed since this one read the rejected token
-            # Forced refreshes are limited to one per 10 s: inside that window, answer with the last one.
+            # Forced refreshes are limited to one per 10 s: inside that window, answer with the last
+            # one's pair. Only a pair a forced refresh issued counts (a link's, a re-login's, a due
+            # refresh's or the keep-alive's is refreshed at once).
             return (
-                account.last_refreshed_at is not None
+                account.forced_token_version == account.token_version
+                and account.last_refreshed_at is not None
                 and now - account.last_refreshed_at < FORCED_REFRESH_INTERVAL
             )
         return _valid_for(account, now) >= want.min_valid_for
@@ -399,7 +405,7 @@ class TokenBroker:
 
     # -- storing a rotated pair ---------------------------------------------------------------------
 
-    def _apply(self, account: Account, tokens: TokenSet, now: datetime) -> None:
+    def _apply(self, account: Account, tokens: TokenSet, now: datetime, *, forced: bool) -> None:
         account.access_token_ciphertext = self._vault.seal(
             TABLE, account.id, ACCESS_COLUMN, tokens.access_token
         )
@@ -412,14 +418,10 @@ class TokenBroker:
             account.scope = tokens.scope
         account.last_refreshed_at = now
         account.token_version += 1
+        account.forced_token_version = account.token_version if forced else None
 
     async def _commit_rotation(
-        self,
-        session: AsyncSession,
-        account: Account,
-        base_version: int,
-        tokens: TokenSet,
-        refreshed_at: datetime,
+        self, session: AsyncSession, account: Account, base_version: int, pair: _Unsaved
     ) -> None:
         # Read before the commit: if it fails, the session expires `account` (see the caller).
         account_id = account.id
@@ -446,7 +448,7 @@ class TokenBroker:
             # Someone else stored a newer pair meanwhile (using the old refresh token within Allegro's
             # grace). Theirs is the live pair; ours must not be handed out.
             raise AllegroUnavailableProblem(1.0, "The account was refreshed concurrently; retry.")
-        self._unsaved[account_id] = _Unsaved(tokens, base_version, refreshed_at)
+        self._unsaved[account_id] = pair
         self._ensure_unsaved_writer()
         raise DatabaseUnavailable("The refreshed token could not be stored yet; retry shortly.")
 
@@ -539,6 +541,7 @@ def _token_columns(account: Account) -> dict[str, Any]:
         "scope": account.scope,
         "last_refreshed_at": account.last_refreshed_at,
         "token_version": account.token_version,
+        "forced_token_version": account.forced_token_version,
         "updated_at": utcnow(),
     }
 
