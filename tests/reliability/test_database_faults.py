@@ -54,6 +54,19 @@ async def _refresh_calls(outage: Stack) -> int:
     return calls
 
 
+async def _until_at_allegro(outage: Stack, count: int) -> None:
+    """Until `count` refreshes have reached Allegro (the fake counts a call when it arrives).
+
+    Each has then committed its marker and holds its row lock: the database going away from here on
+    is the outage these tests are about, one that happens while Allegro is answering. (Gone earlier,
+    it stops a refresh before its Allegro call, and an honest 503 is all there is to it.)
+    """
+    deadline = time.monotonic() + ALLEGRO_DELAY
+    while await _refresh_calls(outage) < count:
+        assert time.monotonic() < deadline, "the refreshes did not reach Allegro in time for this test"
+        await asyncio.sleep(0.02)
+
+
 def _assert_503_problem(response: httpx.Response, elapsed: float) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -88,11 +101,12 @@ class TestDatabaseOutage:
             "/__fake__/faults",
             json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
         )
+        asked = time.monotonic()
         in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await asyncio.sleep(0.3)  # each refresh holds its row lock and waits for Allegro
-        stop_started = time.monotonic()
+        # Each refresh has committed its marker and holds its row lock while Allegro answers.
+        await _until_at_allegro(outage, ACCOUNTS)
         await outage.stop_database()
-        assert time.monotonic() - stop_started < ALLEGRO_DELAY - 0.5, "the stop was too slow for this test"
+        assert time.monotonic() - asked < ALLEGRO_DELAY - 0.5, "the stop was too slow for this test"
 
         # While the database is down: fast 503 problems everywhere, /readyz included.
         owner = bearer(owner_token("owner-a"))
@@ -143,15 +157,13 @@ class TestDatabaseOutage:
             "/__fake__/faults",
             json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
         )
+        asked = time.monotonic()
         in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await asyncio.sleep(0.3)
+        await _until_at_allegro(outage, ACCOUNTS)
         # A quick restart: the refreshes' connections (and row locks) are gone, the database is back.
-        restart_started = time.monotonic()
         await outage.stop_database()
         await outage.start_database()
-        assert time.monotonic() - restart_started < ALLEGRO_DELAY - 0.5, (
-            "the restart was too slow for this test"
-        )
+        assert time.monotonic() - asked < ALLEGRO_DELAY - 0.5, "the restart was too slow for this test"
         responses = await asyncio.gather(*in_flight)
         # The commit on the dead connection fails, and its retry on a new one succeeds.
         assert [r.status_code for r in responses] == [200] * ACCOUNTS, [r.text for r in responses]

@@ -3,9 +3,10 @@
 The victim is a real `allegro-link serve` subprocess; the survivor is the in-thread service of the
 `harness` fixture, on the same database and fake Allegro. Each step is held open from outside, without
 any hook in the service: a row lock taken by the test (before the Allegro call), the fake's `delay`
-fault (during it), a table lock that stalls the UPDATE (after Allegro answered, before the commit), and
-the stored version (after the commit). Afterwards the account works through the survivor: directly, or
-through Allegro's 60 s grace for the refresh token the victim used. Never a relogin_required.
+fault (during it), an advisory lock the test holds and a trigger makes the pair's UPDATE wait for
+(after Allegro answered, before the commit), and the stored version (after the commit). Afterwards the
+account works through the survivor: directly, or through Allegro's 60 s grace for the refresh token
+the victim used. Never a relogin_required.
 """
 
 from __future__ import annotations
@@ -52,6 +53,40 @@ async def _locked(linked: Linked, statement: str) -> AsyncIterator[AsyncConnecti
             yield connection
             await connection.rollback()
     finally:
+        await engine.dispose()
+
+
+PAIR_WRITE_LOCK = 4217
+
+
+@asynccontextmanager
+async def _pair_writes_stalled(linked: Linked) -> AsyncIterator[None]:
+    """Make an UPDATE that stores a new pair wait for advisory lock PAIR_WRITE_LOCK while the test holds it.
+
+    Only the pair's write: the marker a refresh commits before its Allegro call must go through, or
+    the refresh never reaches Allegro. (A table lock cannot tell the two UPDATEs apart.)
+    """
+    engine = create_async_engine(linked.settings.database_url.get_secret_value())
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "CREATE FUNCTION stall_pair_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.access_token_ciphertext IS DISTINCT FROM OLD.access_token_ciphertext THEN "
+                    f"PERFORM pg_advisory_xact_lock_shared({PAIR_WRITE_LOCK}); END IF; RETURN NEW; END $$"
+                )
+            )
+            await connection.execute(
+                text(
+                    "CREATE TRIGGER stall_pair_write BEFORE UPDATE ON accounts "
+                    "FOR EACH ROW EXECUTE FUNCTION stall_pair_write()"
+                )
+            )
+        yield
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER IF EXISTS stall_pair_write ON accounts"))
+            await connection.execute(text("DROP FUNCTION IF EXISTS stall_pair_write()"))
         await engine.dispose()
 
 
@@ -123,16 +158,17 @@ class TestKilledDuringARefresh:
         await _survivor_serves(linked, refresh_calls=2, version=2)
 
     async def test_after_allegro_answered_and_before_the_commit(self, linked: Linked) -> None:
-        async with _victim(linked) as victim:
-            await linked.expire_access()
-            # SHARE on the table lets the victim lock its row (ROW SHARE) but stalls its UPDATE.
-            async with _locked(linked, "LOCK TABLE accounts IN SHARE MODE"):
-                request = await _ask(victim, linked)
-                await _until(lambda: _waiting(linked, "UPDATE accounts%"))
-                assert await linked.refresh_calls() == 1  # Allegro answered: the victim holds a new pair
-                await victim.kill()
-            assert await request is None
-        await _until(lambda: _row_free(linked))  # the dead client's backend rolls back
+        async with _pair_writes_stalled(linked):
+            async with _victim(linked) as victim:
+                await linked.expire_access()
+                # The victim commits its marker, calls Allegro, and its UPDATE storing the pair waits.
+                async with _locked(linked, f"SELECT pg_advisory_xact_lock({PAIR_WRITE_LOCK})"):
+                    request = await _ask(victim, linked)
+                    await _until(lambda: _waiting(linked, "UPDATE accounts%"))
+                    assert await linked.refresh_calls() == 1  # Allegro answered: the victim holds a new pair
+                    await victim.kill()
+                assert await request is None
+            await _until(lambda: _row_free(linked))  # the dead client's backend rolls back
         assert (await linked.stored()).version == 1
         await _survivor_serves(linked, refresh_calls=2, version=2)
 

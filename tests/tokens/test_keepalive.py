@@ -87,6 +87,24 @@ class TestKeepAlive:
         )
         assert again == 0
 
+    async def test_a_token_the_keepalive_issued_and_a_caller_reports_rejected_is_refreshed(
+        self, harness: LinkHarness, resources: Resources
+    ) -> None:
+        account_id = (await harness.link("owner-a", "Odswiezone")).json()["account"]["id"]
+        await _set(harness.settings, account_id, refresh_token_expires_at=utcnow() + timedelta(days=1))
+        assert await resources.tokens.refresh_if_due(
+            account_id=uuid.UUID(account_id), due_before=utcnow() + timedelta(days=14)
+        )
+        kept_alive = await resources.tokens.token(uuid.UUID(account_id), min_valid_for=timedelta(0))
+        assert kept_alive.token_version == 2
+        # Seconds after the keep-alive's refresh: not a forced one, so no 10 s window applies.
+        fresh = await resources.tokens.refresh(
+            uuid.UUID(account_id), min_valid_for=timedelta(0), rejected_token=kept_alive.access_token
+        )
+        assert fresh.refreshed
+        assert fresh.access_token != kept_alive.access_token
+        assert (await harness.stats())["token_calls"]["refresh_token"] == 2
+
     async def test_skips_an_account_another_replica_is_refreshing(
         self, harness: LinkHarness, resources: Resources
     ) -> None:

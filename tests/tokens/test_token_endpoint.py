@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from allegro_link.accounts.models import Account, AccountEvent
+from allegro_link.accounts.models import Account, AccountEvent, AccountStatus
 from allegro_link.db import utcnow
 from allegro_link.tokens.models import TokenIssue
 from tests.support.factories import bearer, owner_token
@@ -231,11 +231,43 @@ class TestRefresh:
         assert await tokens.refresh_calls() == 1
 
     async def test_forced_refreshes_are_limited_to_one_per_ten_seconds(self, tokens: Tokens) -> None:
-        await _run(tokens.db, update(Account).values(last_refreshed_at=utcnow() - timedelta(minutes=1)))
         first = (await tokens.refresh()).json()["access_token"]
-        again = await asyncio.gather(*(tokens.refresh() for _ in range(5)))
+        again = await asyncio.gather(
+            *(tokens.refresh() for _ in range(3)),
+            *(tokens.refresh({"rejected_token": first}) for _ in range(3)),
+        )
         assert {r.json()["access_token"] for r in again} == {first}
         assert await tokens.refresh_calls() == 1
+
+
+class TestForcedRefreshWindow:
+    """Only a forced refresh opens the 10 s window: any other pair reported rejected is refreshed at once."""
+
+    @pytest.mark.parametrize("reported", ["rejected_token", "no_body"])
+    async def test_a_token_just_issued_by_the_link_is_refreshed(self, tokens: Tokens, reported: str) -> None:
+        linked = (await tokens.get()).json()["access_token"]
+        response = await tokens.refresh({"rejected_token": linked} if reported == "rejected_token" else None)
+        assert response.status_code == 200
+        assert response.json()["access_token"] != linked
+        assert await tokens.refresh_calls() == 1
+
+    async def test_a_token_just_issued_by_a_due_refresh_is_refreshed(self, tokens: Tokens) -> None:
+        await tokens.expire_access()
+        due = (await tokens.get()).json()["access_token"]
+        assert await tokens.refresh_calls() == 1
+        response = await tokens.refresh({"rejected_token": due})
+        assert response.status_code == 200
+        assert response.json()["access_token"] != due
+        assert await tokens.refresh_calls() == 2
+
+    async def test_a_due_refresh_after_a_forced_one_ends_the_window(self, tokens: Tokens) -> None:
+        forced = (await tokens.refresh()).json()["access_token"]
+        await tokens.expire_access()
+        due = (await tokens.get()).json()["access_token"]
+        assert due != forced
+        response = await tokens.refresh({"rejected_token": due})
+        assert response.json()["access_token"] not in (forced, due)
+        assert await tokens.refresh_calls() == 3
 
     async def test_rotated_refresh_token_is_stored_encrypted(self, tokens: Tokens) -> None:
         await tokens.expire_access()
@@ -298,6 +330,42 @@ class TestFailures:
         response = await tokens.get()
         assert response.status_code == 503
         assert (await tokens.row()).status.value == "active"
+
+    async def test_a_secret_broken_just_after_a_revocation_flags_no_other_account(
+        self, tokens: Tokens
+    ) -> None:
+        others = []
+        for login in ("Inny1", "Inny2", "Inny3"):
+            linked = await tokens.harness.link("owner-a", login)
+            assert linked.status_code == 200, linked.text
+            others.append(linked.json()["account"]["id"])
+        # A real revocation: the 401 is judged with good credentials and the account is flagged.
+        await tokens.harness.fake.post("/__fake__/users/Sprzedawca1/revoke")
+        await tokens.expire_access()
+        assert (await tokens.get()).status_code == 409
+        # Within the same minute our secret stops working (rotated at Allegro, say).
+        await tokens.harness.fake.post(
+            "/__fake__/clients",
+            json={
+                "client_id": tokens.harness.settings.client_id,
+                "client_secret": "rotated-elsewhere",
+                "redirect_uris": [tokens.harness.settings.redirect_uri],
+            },
+        )
+        await _run(tokens.db, update(Account).values(access_token_expires_at=utcnow() - timedelta(seconds=1)))
+        for account_id in others:
+            response = await tokens.harness.service.get(
+                f"/accounts/{account_id}/token", headers=bearer(tokens.key)
+            )
+            assert response.status_code == 503, response.status_code
+            assert response.json()["code"] == "allegro_unavailable"
+        statuses = dict((await _run(tokens.db, select(Account.login, Account.status))).all())
+        assert statuses == {
+            "Sprzedawca1": AccountStatus.RELOGIN_REQUIRED,
+            "Inny1": AccountStatus.ACTIVE,
+            "Inny2": AccountStatus.ACTIVE,
+            "Inny3": AccountStatus.ACTIVE,
+        }
 
     async def test_broken_client_secret_flags_nothing(self, tokens: Tokens) -> None:
         # Allegro stops accepting our client: every refresh and every exchange answers 401.

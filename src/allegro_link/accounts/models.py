@@ -89,6 +89,11 @@ class Account(Base):
     refresh_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     scope: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Set (committed on its own) before a refresh calls Allegro, cleared by the commit of the new pair:
+    # while set, a refresh may have killed the stored access token without its successor being stored.
+    refresh_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The token_version a forced refresh produced: only such a pair answers forced refreshes for 10 s.
+    forced_token_version: Mapped[int | None] = mapped_column(Integer)
 
     # Allegro's 90-day use rule (see `accounts.deadline`). NULL: no use known (rows from before it).
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,13 +5,17 @@
   blocks the whole client id for a minute). While open, callers get their still-valid token or 503
   with Retry-After; it closes by itself after the cool-down (at most 60 s).
 - `CredentialsBreaker`: a refresh answered 401 is either this account's revoked grant or our broken
-  client secret. Before flagging the account we ask Allegro whether our credentials still work (cached
-  for a minute). Broken credentials open the breaker: no account is flagged while it is open.
+  client secret. Before flagging the account we ask Allegro whether our credentials still work, with a
+  check that starts after the 401 arrived: a good verdict from before it says nothing about the secret
+  now (it may have been rotated at Allegro a second ago), so only a broken verdict is kept (it opens
+  the breaker: no account is flagged while it is open). One check at a time per process; the 401s that
+  arrive before it starts share it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -67,21 +71,56 @@ class CredentialsBreaker:
         self._probe = probe
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._verdict: bool | None = None
-        self._checked_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._broken_at: float | None = None
+        # The check that has not started yet: every 401 arriving until it starts waits for its verdict.
+        self._next: asyncio.Future[bool] | None = None
+        self._runner: asyncio.Task[None] | None = None
 
     async def credentials_valid(self) -> bool:
-        """True when Allegro accepts our client credentials. Raises AllegroUnavailable if it cannot tell."""
-        async with self._lock:
-            if self._verdict is None or self._clock() - self._checked_at > self._cache_seconds:
-                self._verdict = await self._probe()
-                self._checked_at = self._clock()
-            return self._verdict
+        """True when Allegro accepts our client credentials, as checked after this call began.
+
+        Raises AllegroUnavailable if the check cannot tell.
+        """
+        if self.broken():
+            return False
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        verdict = self._next
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="credentials-check")
+        # shield: a caller that goes away must not cancel the verdict the others wait for.
+        return await asyncio.shield(verdict)
+
+    async def _run(self) -> None:
+        while (verdict := self._next) is not None:
+            self._next = None  # the check starts now: later 401s wait for the one after it
+            if self.broken():
+                verdict.set_result(False)  # found broken meanwhile; that is never a reason to flag
+                continue
+            try:
+                valid = await self._probe()
+            except asyncio.CancelledError:
+                verdict.cancel()
+                raise
+            except Exception as exc:
+                verdict.set_exception(exc)
+                verdict.exception()  # retrieved by its waiters; not "never retrieved" if they left
+                continue
+            if not valid:
+                self._broken_at = self._clock()
+            verdict.set_result(valid)
 
     def broken(self) -> bool:
         """Known broken (and not yet re-checked): refreshes should not even be attempted."""
-        return self._verdict is False and self._clock() - self._checked_at <= self._cache_seconds
+        return self._broken_at is not None and self._clock() - self._broken_at <= self._cache_seconds
 
     def remaining(self) -> float:
-        return max(self._cache_seconds - (self._clock() - self._checked_at), 1.0) if self.broken() else 0.0
+        if self._broken_at is None or not self.broken():
+            return 0.0
+        return max(self._cache_seconds - (self._clock() - self._broken_at), 1.0)
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner

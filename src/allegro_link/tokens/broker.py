@@ -6,6 +6,11 @@ token on every refresh. So, for each account:
 - at most one refresh at a time across all replicas: callers in one process share one in-flight
   refresh (`_inflight`), and processes serialise on the account row (`SELECT … FOR UPDATE`) and
   re-read it once they hold the lock, so a waiter usually finds the work already done;
+- before calling Allegro, a refresh commits a marker on the row (`refresh_started_at`), cleared by the
+  commit of the new pair. A reader on any replica that finds a marker older than the refresh deadline
+  knows that a refresh may have killed the stored access token without storing its successor (its
+  replica lost the database, or died): it refreshes under the row lock instead of handing that token
+  out, or answers 503;
 - the rotated pair is committed before anyone sees the new access token. A failed commit is retried;
   if the database stays away the pair is kept in memory (`_unsaved`) and written as soon as it can be,
   and the caller gets 503, never an unsaved token. Should the process die too, the old refresh token
@@ -16,7 +21,7 @@ token on every refresh. So, for each account:
   the statement timeout.
 
 This module holds the documented exception to "routes own the transaction": a refresh must commit
-the rotated token before it answers, so it manages its own transactions.
+the rotated token before it answers, so it manages its own transactions (their writes: `rows.py`).
 """
 
 from __future__ import annotations
@@ -29,10 +34,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -46,6 +50,14 @@ from allegro_link.db import utcnow
 from allegro_link.errors import Conflict, DatabaseUnavailable, ServiceUnavailable
 from allegro_link.ops.metrics import Metrics
 from allegro_link.tokens.breaker import CredentialsBreaker, OutageBreaker
+from allegro_link.tokens.rows import (
+    is_lock_timeout,
+    lock_row,
+    mark_refreshing,
+    release,
+    store_if_unchanged,
+    token_columns,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +70,6 @@ FORCED_REFRESH_INTERVAL = timedelta(seconds=10)
 COMMIT_RETRY_DELAYS = (0.05, 0.2, 0.5)
 UNSAVED_RETRY_SECONDS = 1.0
 DEFAULT_RETRY_AFTER = 5.0
-LOCK_NOT_AVAILABLE = "55P03"
 # Every column of the row, to build a detached Account from (see `_read`). Built once: SQLAlchemy
 # memoises a statement's cache key, so reusing it skips rebuilding and re-keying it per request.
 _ACCOUNT_ROW = select(*Account.__table__.columns).where(Account.id == bindparam("account_id"))
@@ -108,6 +119,7 @@ class _Unsaved:
     tokens: TokenSet
     base_version: int
     refreshed_at: datetime
+    forced: bool
 
 
 class TokenBroker:
@@ -156,7 +168,7 @@ class TokenBroker:
         if account is None:
             return await self._coalesced(account_id, _Want(min_valid_for))
         _ensure_active(account)
-        if account_id not in self._unsaved and _valid_for(account) >= min_valid_for:
+        if account_id not in self._unsaved and self._usable_for(account) >= min_valid_for:
             return self._issue(account, refreshed=False)
         return await self._coalesced(account_id, _Want(min_valid_for))
 
@@ -168,7 +180,7 @@ class TokenBroker:
         _ensure_active(account)
         if rejected_token is not None and not self._is_current(account, rejected_token):
             # Already replaced: the stored token is the answer, refreshed only if it is itself stale.
-            if account_id not in self._unsaved and _valid_for(account) >= min_valid_for:
+            if account_id not in self._unsaved and self._usable_for(account) >= min_valid_for:
                 return self._issue(account, refreshed=False)
             return await self._coalesced(account_id, _Want(min_valid_for))
         want = _Want(min_valid_for, force=True, seen_version=account.token_version, trigger="forced")
@@ -216,6 +228,7 @@ class TokenBroker:
             self._unsaved_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._unsaved_task
+        await self.credentials.aclose()
 
     # -- single flight -----------------------------------------------------------------------------
 
@@ -242,17 +255,9 @@ class TokenBroker:
         async with self._sessionmaker() as session:
             started = time.perf_counter()
             try:
-                await session.execute(text(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}"))
-                account = (
-                    await session.execute(
-                        select(Account)
-                        .where(Account.id == account_id)
-                        .with_for_update()
-                        .execution_options(populate_existing=True)
-                    )
-                ).scalar_one_or_none()
+                account = await lock_row(session, account_id, self._lock_timeout_ms)
             except DBAPIError as exc:
-                if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                if not is_lock_timeout(exc):
                     raise
                 await session.rollback()
                 log.warning("token.refresh.lock_timeout", account_id=str(account_id))
@@ -266,7 +271,7 @@ class TokenBroker:
     async def _after_lock_timeout(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
         account = await self._read(account_id)
         _ensure_active(account)
-        if _valid_for(account) >= want.min_valid_for and not want.force:
+        if self._usable_for(account) >= want.min_valid_for and not want.force:
             return self._issue(account, refreshed=False)
         raise AllegroUnavailableProblem(1.0, "A refresh of this account is taking too long; retry shortly.")
 
@@ -281,17 +286,39 @@ class TokenBroker:
         if unsaved is not None and unsaved.base_version == account.token_version:
             # A pair Allegro issued that we could not store earlier: store it now, do not refresh again.
             base = account.token_version
-            self._apply(account, unsaved.tokens, unsaved.refreshed_at)
+            self._apply(account, unsaved.tokens, unsaved.refreshed_at, forced=unsaved.forced)
             issued = self._issue(account, refreshed=True)  # first: a failed commit expires `account`
-            await self._commit_rotation(session, account, base, unsaved.tokens, unsaved.refreshed_at)
+            await self._commit_rotation(session, account, base, unsaved)
             return issued
         if self._already_done(account, want, now):
-            await _release(session, account)
+            await release(session, account)
             return self._issue(account, refreshed=account.token_version != want.seen_version)
 
         if (wait := max(self.outage.remaining(), self.credentials.remaining())) > 0:
-            await _release(session, account)
+            await release(session, account)
             return self._fallback(account, want, wait)
+        base = account.token_version
+        # A marker already there is an earlier refresh that may have rotated and lost its pair: it
+        # stays as it is (older, so the stored access token counts as dead sooner, never later), and
+        # no answer of ours may clear it.
+        marked_before = account.refresh_started_at is not None
+        if not marked_before:
+            await mark_refreshing(session, account)
+            try:
+                relocked = await lock_row(session, account.id, self._lock_timeout_ms)
+            except DBAPIError as exc:
+                if not is_lock_timeout(exc):
+                    raise
+                await session.rollback()
+                return await self._after_lock_timeout(account.id, want)
+            if relocked is None:
+                raise AccountNotFound("No such account.")
+            account = relocked
+            _ensure_active(account, now)
+            if account.token_version != base:
+                # Another replica stored a pair while the row was unlocked for the marker's commit.
+                await release(session, account)
+                return self._issue(account, refreshed=True)
         assert account.refresh_token_ciphertext is not None  # noqa: S101 - active accounts hold one
         refresh_token = self._vault.open(TABLE, account.id, REFRESH_COLUMN, account.refresh_token_ciphertext)
         try:
@@ -299,24 +326,26 @@ class TokenBroker:
                 tokens = await self._allegro.refresh(refresh_token)
         except (AllegroUnavailable, TimeoutError) as exc:
             retry_after = exc.retry_after if isinstance(exc, AllegroUnavailable) else None
+            status = getattr(exc, "status", None)
             self.outage.record_failure(retry_after)
             self._metrics.refreshes.labels("unavailable", want.trigger).inc()
-            log.warning(
-                "token.refresh.unavailable", account_id=str(account.id), status=getattr(exc, "status", None)
-            )
-            await _release(session, account)
+            log.warning("token.refresh.unavailable", account_id=str(account.id), status=status)
+            # A 429 refused the call before any rotation. Anything else (a timeout, a reset, a 5xx, a
+            # truncated answer) may have rotated: the marker stays, and once it is older than the
+            # deadline nobody hands out the stored access token any more.
+            await release(session, account, clear_marker=status == 429 and not marked_before)
             return self._fallback(account, want, retry_after or DEFAULT_RETRY_AFTER)
         except AllegroRejected as exc:
-            await _release(session, account)
+            await release(session, account, clear_marker=not marked_before)  # refused: nothing rotated
             return await self._rejected(account.id, account.token_version, exc, want)
 
         self.outage.record_success()
-        base = account.token_version
-        self._apply(account, tokens, now)
+        forced = want.trigger == "forced"
+        self._apply(account, tokens, now, forced=forced)
         # Built before the commit: a commit that fails on a dead connection expires `account`, and its
         # attributes can then no longer be read (the retries below use the values captured here).
         issued = self._issue(account, refreshed=True)
-        await self._commit_rotation(session, account, base, tokens, now)
+        await self._commit_rotation(session, account, base, _Unsaved(tokens, base, now, forced))
         self._metrics.refreshes.labels("refreshed", want.trigger).inc()
         log.info(
             "token.refreshed",
@@ -333,15 +362,23 @@ class TokenBroker:
         if want.force:
             if want.seen_version is not None and account.token_version != want.seen_version:
                 return True  # another caller refreshed since this one read the rejected token
-            # Forced refreshes are limited to one per 10 s: inside that window, answer with the last one.
+            # Forced refreshes are limited to one per 10 s: inside that window, answer with the last
+            # one's pair. Only a pair a forced refresh issued counts (a link's, a re-login's, a due
+            # refresh's or the keep-alive's is refreshed at once), and only while no refresh since may
+            # have killed it.
             return (
-                account.last_refreshed_at is not None
+                account.forced_token_version == account.token_version
+                and account.last_refreshed_at is not None
                 and now - account.last_refreshed_at < FORCED_REFRESH_INTERVAL
+                and not self._marker_expired(account, now)
             )
-        return _valid_for(account, now) >= want.min_valid_for
+        return self._usable_for(account, now) >= want.min_valid_for
 
     def _fallback(self, account: Account, want: _Want, retry_after: float) -> IssuedToken:
-        if account.access_token_ciphertext is not None and _valid_for(account) >= SERVE_DURING_OUTAGE_MIN:
+        if (
+            account.access_token_ciphertext is not None
+            and self._usable_for(account) >= SERVE_DURING_OUTAGE_MIN
+        ):
             return self._issue(account, refreshed=False)
         raise AllegroUnavailableProblem(retry_after)
 
@@ -373,7 +410,7 @@ class TokenBroker:
             if account.token_version != used_version:
                 # Another writer rotated the token between our read and Allegro's answer: its pair is
                 # the live one, and the refusal only concerned the token it replaced.
-                await _release(session, account)
+                await release(session, account)
                 return self._issue(account, refreshed=True)
             now = utcnow()
             if exc.refuses_account:
@@ -398,7 +435,7 @@ class TokenBroker:
 
     # -- storing a rotated pair ---------------------------------------------------------------------
 
-    def _apply(self, account: Account, tokens: TokenSet, now: datetime) -> None:
+    def _apply(self, account: Account, tokens: TokenSet, now: datetime, *, forced: bool) -> None:
         account.access_token_ciphertext = self._vault.seal(
             TABLE, account.id, ACCESS_COLUMN, tokens.access_token
         )
@@ -411,29 +448,26 @@ class TokenBroker:
             account.scope = tokens.scope
         account.last_refreshed_at = now
         account.token_version += 1
+        account.forced_token_version = account.token_version if forced else None
+        account.refresh_started_at = None
 
     async def _commit_rotation(
-        self,
-        session: AsyncSession,
-        account: Account,
-        base_version: int,
-        tokens: TokenSet,
-        refreshed_at: datetime,
+        self, session: AsyncSession, account: Account, base_version: int, pair: _Unsaved
     ) -> None:
         # Read before the commit: if it fails, the session expires `account` (see the caller).
         account_id = account.id
-        values = _token_columns(account)
+        values = token_columns(account)
         try:
             await session.commit()
             return
         except Exception as exc:
             log.error("token.refresh.commit_failed", account_id=str(account_id), error=type(exc).__name__)
             with contextlib.suppress(Exception):
-                await _release(session, account)
+                await release(session, account)
         for delay in COMMIT_RETRY_DELAYS:
             await asyncio.sleep(delay)
             try:
-                stored = await self._store_if_unchanged(account_id, base_version, values)
+                stored = await store_if_unchanged(self._sessionmaker, account_id, base_version, values)
             except Exception as exc:
                 log.warning(
                     "token.refresh.commit_retry_failed", account_id=str(account_id), error=type(exc).__name__
@@ -445,20 +479,9 @@ class TokenBroker:
             # Someone else stored a newer pair meanwhile (using the old refresh token within Allegro's
             # grace). Theirs is the live pair; ours must not be handed out.
             raise AllegroUnavailableProblem(1.0, "The account was refreshed concurrently; retry.")
-        self._unsaved[account_id] = _Unsaved(tokens, base_version, refreshed_at)
+        self._unsaved[account_id] = pair
         self._ensure_unsaved_writer()
         raise DatabaseUnavailable("The refreshed token could not be stored yet; retry shortly.")
-
-    async def _store_if_unchanged(
-        self, account_id: uuid.UUID, base_version: int, values: dict[str, Any]
-    ) -> bool:
-        async with self._sessionmaker.begin() as session:
-            result = await session.execute(
-                update(Account)
-                .where(Account.id == account_id, Account.token_version == base_version)
-                .values(**values)
-            )
-        return bool(getattr(result, "rowcount", 0))
 
     def _ensure_unsaved_writer(self) -> None:
         if self._unsaved_task is None or self._unsaved_task.done():
@@ -501,6 +524,23 @@ class TokenBroker:
         account.__dict__.update(row)
         return account
 
+    def _usable_for(self, account: Account, now: datetime | None = None) -> timedelta:
+        """How long the stored access token is good for, as far as any replica can know."""
+        now = now or utcnow()
+        if self._marker_expired(account, now):
+            return timedelta(0)
+        return _valid_for(account, now)
+
+    def _marker_expired(self, account: Account, now: datetime) -> bool:
+        """True when a refresh started longer ago than its deadline has not stored its pair.
+
+        It may have killed the stored access token (its replica lost the database, or died). A younger
+        marker belongs to a refresh still under way, which stores its pair or gives up within the
+        deadline, as it would have had it started just after this read.
+        """
+        started = account.refresh_started_at
+        return started is not None and (now - started).total_seconds() > self._deadline
+
     def _is_current(self, account: Account, presented: str) -> bool:
         if account.access_token_ciphertext is None:
             return False
@@ -522,26 +562,6 @@ class TokenBroker:
         )
 
 
-async def _release(session: AsyncSession, account: Account) -> None:
-    """End the transaction (and the row lock) but keep `account` readable as it is in memory."""
-    if account in session:
-        session.expunge(account)
-    await session.rollback()
-
-
-def _token_columns(account: Account) -> dict[str, Any]:
-    return {
-        "access_token_ciphertext": account.access_token_ciphertext,
-        "access_token_expires_at": account.access_token_expires_at,
-        "refresh_token_ciphertext": account.refresh_token_ciphertext,
-        "refresh_token_expires_at": account.refresh_token_expires_at,
-        "scope": account.scope,
-        "last_refreshed_at": account.last_refreshed_at,
-        "token_version": account.token_version,
-        "updated_at": utcnow(),
-    }
-
-
 def _ensure_active(account: Account, now: datetime | None = None) -> None:
     view = effective_status(account, now or utcnow())
     if view.status is not AccountStatus.ACTIVE:
@@ -559,9 +579,3 @@ def _valid_for(account: Account, now: datetime | None = None) -> timedelta:
 
 def _valid_until(expires_at: datetime) -> timedelta:
     return expires_at - utcnow()
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return state if isinstance(state, str) else None
