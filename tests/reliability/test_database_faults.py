@@ -54,6 +54,20 @@ async def _refresh_calls(outage: Stack) -> int:
     return calls
 
 
+async def _until_allegro_holds_every_refresh(outage: Stack) -> None:
+    """Until each refresh has reached the fake, which holds it ALLEGRO_DELAY s: each then holds its row lock.
+
+    Not a fixed sleep: on a loaded machine a request took over 0.3 s to get there, the database went
+    away before it had its lock, and it failed with 503 instead of being stored later.
+    """
+    # The fake counts a call when it arrives. Past ALLEGRO_DELAY the first one has been answered.
+    async with asyncio.timeout(ALLEGRO_DELAY):
+        while True:
+            if await _refresh_calls(outage) == ACCOUNTS:
+                return
+            await asyncio.sleep(0.02)
+
+
 def _assert_503_problem(response: httpx.Response, elapsed: float) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -89,7 +103,7 @@ class TestDatabaseOutage:
             json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
         )
         in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await asyncio.sleep(0.3)  # each refresh holds its row lock and waits for Allegro
+        await _until_allegro_holds_every_refresh(outage)
         stop_started = time.monotonic()
         await outage.stop_database()
         assert time.monotonic() - stop_started < ALLEGRO_DELAY - 0.5, "the stop was too slow for this test"
@@ -144,7 +158,7 @@ class TestDatabaseOutage:
             json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY, "count": ACCOUNTS},
         )
         in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await asyncio.sleep(0.3)
+        await _until_allegro_holds_every_refresh(outage)
         # A quick restart: the refreshes' connections (and row locks) are gone, the database is back.
         restart_started = time.monotonic()
         await outage.stop_database()

@@ -11,6 +11,11 @@ from typing import Any
 
 import uvicorn
 
+# How long a server the tests start (in a thread or as a subprocess) may take to answer. A bound for
+# failing, not a wait: it costs nothing when the server is quick. On the shared 2-core CI machine under
+# load (load average above 30) merely importing the app took 35 s of wall clock for 1.5 s of CPU.
+START_TIMEOUT = 120.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -28,7 +33,7 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_TIMEOUT
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
