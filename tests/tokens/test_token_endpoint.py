@@ -21,6 +21,7 @@ from allegro_link.tokens.models import TokenIssue
 from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
+from tests.support.waiting import until
 
 
 async def _run(url: str, statement: Any) -> Any:
@@ -196,15 +197,26 @@ class TestRefresh:
     async def test_callers_arriving_during_a_refresh_join_it_without_reading_the_account(
         self, tokens: Tokens
     ) -> None:
-        await tokens.fault(kind="delay", delay_seconds=0.5)
+        # Held at Allegro until all 20 have joined: a fixed delay (0.5 s) ran out on a loaded machine
+        # before the followers got there, and the late ones then read the refreshed row.
+        await tokens.fault(kind="hold")
         await tokens.expire_access()
         leader = asyncio.create_task(tokens.get())
-        for _ in range(200):  # until the refresh is at Allegro
-            if await tokens.refresh_calls() == 1:
-                break
-            await asyncio.sleep(0.01)
+
+        async def at_allegro() -> bool:
+            return await tokens.refresh_calls() == 1
+
+        await until(at_allegro, within=30, what="the refresh to reach Allegro")
         with account_reads() as reads:
-            followers = await asyncio.gather(*(tokens.get() for _ in range(20)))
+            joining = [asyncio.create_task(tokens.get()) for _ in range(20)]
+
+            async def all_joined() -> bool:
+                metrics = (await tokens.harness.service.get("/metrics")).text
+                return "allegro_link_token_refresh_coalesced_waiters_total 20.0" in metrics
+
+            await until(all_joined, within=30, what="20 callers to join the refresh")
+            await tokens.harness.fake.post("/__fake__/faults/release")
+            followers = await asyncio.gather(*joining)
         responses = [await leader, *followers]
 
         assert {r.status_code for r in responses} == {200}
