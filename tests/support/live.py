@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,11 +18,28 @@ import uvicorn
 START_TIMEOUT = 120.0
 
 
+# The sockets that keep the latest ports from free_port() reserved (see there); the oldest are closed.
+_reservations: deque[socket.socket] = deque()
+RESERVED_PORTS = 64  # far more than one test starts servers on
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that stays free for a server the caller starts on it later.
+
+    The port is chosen by binding to port 0, and that socket stays bound (never listening): a port
+    given back at once could be taken before the server binds it (seconds later on a loaded machine,
+    after its lifespan start-up), by another xdist worker's free_port() or by any outgoing connection's
+    ephemeral port. Our servers can still bind it, because both sockets set SO_REUSEADDR (uvicorn
+    does, in threads and subprocesses) and Linux lets such sockets share a port while none listens.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    _reservations.append(sock)
+    while len(_reservations) > RESERVED_PORTS:
+        _reservations.popleft().close()
+    return port
 
 
 @contextmanager
