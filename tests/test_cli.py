@@ -9,6 +9,7 @@ from pathlib import Path
 
 from allegro_link.settings import parse_encryption_keys
 from tests.support.factories import ENCRYPTION_KEY
+from tests.support.live import START_TIMEOUT
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -19,7 +20,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         capture_output=True,
         text=True,
         env=clean,
-        timeout=60,
+        timeout=START_TIMEOUT,  # a fresh interpreter: over 60 s under load average 40 on 2 cores
         check=False,
         cwd="/",
     )
