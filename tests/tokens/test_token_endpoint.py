@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent
 from allegro_link.db import utcnow
+from allegro_link.settings import Settings
 from allegro_link.tokens.models import TokenIssue
-from tests.support.factories import bearer, owner_token
+from tests.reliability.support import PATIENT_WAITS
+from tests.support.factories import bearer, end_to_end_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 from tests.support.waiting import until
@@ -169,6 +171,12 @@ class TestWhoMayAsk:
 
 
 class TestRefresh:
+    @pytest.fixture
+    def link_settings(self, database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
+        # A test here holds the refresh at Allegro until 20 callers have joined it: no wait of the
+        # service may end first (the end-to-end read timeout is 2 s, shorter than joining under load).
+        return end_to_end_settings(database_url, fake_and_service_ports, **PATIENT_WAITS)
+
     async def test_expired_access_token_is_refreshed_once(self, tokens: Tokens) -> None:
         before = (await tokens.get()).json()["access_token"]
         await tokens.expire_access()
