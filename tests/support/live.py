@@ -16,6 +16,7 @@ import uvicorn
 # failing, not a wait: it costs nothing when the server is quick. On the shared 2-core CI machine under
 # load (load average above 30) merely importing the app took 35 s of wall clock for 1.5 s of CPU.
 START_TIMEOUT = 120.0
+KEEP_ALIVE_SECONDS = 600
 
 
 # The sockets that keep the latest ports from free_port() reserved (see there); the oldest are closed.
@@ -47,7 +48,18 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     """Serve an ASGI app on 127.0.0.1 until the block ends; yields its base URL."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            # uvicorn closes a connection idle for 5 s by default. A test's client that sends on its
+            # pooled connection just as the server closes it gets httpx.ReadError (seen when a slow
+            # step left the client idle about that long). No test idles this long.
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
