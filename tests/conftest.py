@@ -24,7 +24,7 @@ from tests.support.database import (
 )
 from tests.support.factories import CLIENT_ID, CLIENT_SECRET, end_to_end_settings, make_settings
 from tests.support.link import LinkHarness
-from tests.support.live import free_port, serve_in_thread
+from tests.support.live import START_TIMEOUT, free_port, serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -103,9 +103,10 @@ def service_url(
 
 @pytest.fixture
 async def harness(service_url: str, fake_url: str, link_settings: Settings) -> AsyncIterator[LinkHarness]:
+    # Bounds for failing, not waits: under load average 40 on 2 cores single requests took over 10 s.
     async with (
-        httpx.AsyncClient(base_url=service_url, timeout=10) as service,
-        httpx.AsyncClient(base_url=fake_url, timeout=10) as fake,
+        httpx.AsyncClient(base_url=service_url, timeout=START_TIMEOUT) as service,
+        httpx.AsyncClient(base_url=fake_url, timeout=START_TIMEOUT) as fake,
     ):
         yield LinkHarness(service=service, fake=fake, settings=link_settings)
 

@@ -14,7 +14,7 @@ from allegro_link import __version__
 from allegro_link.devserver import production_settings_present
 from allegro_link.settings import parse_encryption_keys
 from tests.support.factories import ENCRYPTION_KEY
-from tests.support.live import free_port
+from tests.support.live import START_TIMEOUT, free_port
 
 
 def _run(
@@ -27,7 +27,7 @@ def _run(
         capture_output=True,
         text=True,
         env=clean,
-        timeout=60,
+        timeout=START_TIMEOUT,  # a fresh interpreter: over 60 s under load average 40 on 2 cores
         check=False,
         cwd=cwd,
     )

@@ -23,6 +23,7 @@ from tests.fake_allegro.helpers import (
     refresh,
     tokens_for,
 )
+from tests.support.waiting import until
 
 
 async def add_fault(http: httpx.AsyncClient, **fault: object) -> None:
@@ -139,6 +140,31 @@ class TestFaults:
         assert time.monotonic() - started < 0.2
         assert fast.status_code == 200
         assert (await slow).status_code == 200
+
+    async def test_hold_keeps_the_call_until_released(self, http: httpx.AsyncClient) -> None:
+        tokens = await tokens_for(http)
+        await add_fault(http, endpoint="me", kind="hold", count=2)
+        held = [asyncio.create_task(me(http, tokens["access_token"])) for _ in range(2)]
+
+        async def both_arrived() -> bool:
+            return bool((await http.get("/__fake__/stats")).json()["me_calls"] == 2)
+
+        await until(both_arrived, within=10, what="the two calls")
+
+        assert (await me(http, tokens["access_token"])).status_code == 200  # only those two wait
+        assert not any(call.done() for call in held)
+        assert (await http.post("/__fake__/faults/release")).status_code == 204
+        assert [(await call).status_code for call in held] == [200, 200]
+
+    async def test_hold_lets_go_after_delay_seconds_without_a_release(self, http: httpx.AsyncClient) -> None:
+        tokens = await tokens_for(http)
+        await add_fault(http, endpoint="me", kind="hold", delay_seconds=0.2)
+
+        started = time.monotonic()
+        response = await me(http, tokens["access_token"])
+
+        assert time.monotonic() - started >= 0.2
+        assert response.status_code == 200
 
     async def test_reset_drops_the_connection(self, http: httpx.AsyncClient) -> None:
         await add_fault(http, endpoint="token", kind="reset")

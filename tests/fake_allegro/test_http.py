@@ -32,6 +32,7 @@ from tests.fake_allegro.helpers import (
     refresh,
     tokens_for,
 )
+from tests.support.live import START_TIMEOUT, free_port
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -47,7 +48,7 @@ def base_url(make_app: MakeApp) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + START_TIMEOUT
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.started, "uvicorn did not start"
@@ -108,13 +109,6 @@ async def test_a_timed_out_refresh_is_still_processed(base_url: str) -> None:
         assert (await me(http, tokens["access_token"])).status_code == 401
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_serve_runs_the_fake_configured_from_the_environment() -> None:
     port = free_port()
     env = os.environ | {
@@ -132,7 +126,7 @@ def test_serve_runs_the_fake_configured_from_the_environment() -> None:
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + START_TIMEOUT  # a fresh interpreter: slow on a loaded machine
             while True:
                 try:
                     no_grant = http.post(TOKEN_PATH, data={}, headers=basic("env-client", "env-secret"))

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from allegro_link.settings import Settings
-from tests.support.live import free_port
-
-START_TIMEOUT = 40.0
+from tests.support.live import START_TIMEOUT, free_port
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:

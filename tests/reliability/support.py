@@ -21,6 +21,16 @@ from tests.support.link import LinkHarness
 
 ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
 
+# Settings for a service whose Allegro calls the fake holds (a `hold` fault) until the test releases
+# them: no wait of the service's own (the read timeout, the refresh deadline, and the two waits that
+# must be longer than it) ends first, however slow the machine is.
+PATIENT_WAITS: dict[str, Any] = {
+    "allegro_read_timeout_seconds": 50.0,
+    "token_refresh_deadline_seconds": 55.0,
+    "token_refresh_lock_timeout_seconds": 65.0,
+    "db_statement_timeout_seconds": 75.0,
+}
+
 
 @dataclass(frozen=True)
 class StoredPair:

@@ -27,7 +27,7 @@ from tests.support.accounts import update_account
 from tests.support.factories import bearer
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
-from tests.support.live import free_port, serve_in_thread
+from tests.support.live import START_TIMEOUT, free_port, serve_in_thread
 
 ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
 
@@ -82,7 +82,7 @@ def _service_processes(settings: Settings, count: int) -> Iterator[list[str]]:
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT
         for url, process in zip(urls, processes, strict=True):
             while True:
                 assert process.poll() is None, "service process exited"

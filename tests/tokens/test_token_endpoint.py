@@ -17,10 +17,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus
 from allegro_link.db import utcnow
+from allegro_link.settings import Settings
 from allegro_link.tokens.models import TokenIssue
-from tests.support.factories import bearer, owner_token
+from tests.reliability.support import PATIENT_WAITS
+from tests.support.factories import bearer, end_to_end_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
+from tests.support.waiting import until
 
 
 async def _run(url: str, statement: Any) -> Any:
@@ -168,6 +171,12 @@ class TestWhoMayAsk:
 
 
 class TestRefresh:
+    @pytest.fixture
+    def link_settings(self, database_url: str, fake_and_service_ports: tuple[int, int]) -> Settings:
+        # A test here holds the refresh at Allegro until 20 callers have joined it: no wait of the
+        # service may end first (the end-to-end read timeout is 2 s, shorter than joining under load).
+        return end_to_end_settings(database_url, fake_and_service_ports, **PATIENT_WAITS)
+
     async def test_expired_access_token_is_refreshed_once(self, tokens: Tokens) -> None:
         before = (await tokens.get()).json()["access_token"]
         await tokens.expire_access()
@@ -196,15 +205,26 @@ class TestRefresh:
     async def test_callers_arriving_during_a_refresh_join_it_without_reading_the_account(
         self, tokens: Tokens
     ) -> None:
-        await tokens.fault(kind="delay", delay_seconds=0.5)
+        # Held at Allegro until all 20 have joined: a fixed delay (0.5 s) ran out on a loaded machine
+        # before the followers got there, and the late ones then read the refreshed row.
+        await tokens.fault(kind="hold")
         await tokens.expire_access()
         leader = asyncio.create_task(tokens.get())
-        for _ in range(200):  # until the refresh is at Allegro
-            if await tokens.refresh_calls() == 1:
-                break
-            await asyncio.sleep(0.01)
+
+        async def at_allegro() -> bool:
+            return await tokens.refresh_calls() == 1
+
+        await until(at_allegro, within=30, what="the refresh to reach Allegro")
         with account_reads() as reads:
-            followers = await asyncio.gather(*(tokens.get() for _ in range(20)))
+            joining = [asyncio.create_task(tokens.get()) for _ in range(20)]
+
+            async def all_joined() -> bool:
+                metrics = (await tokens.harness.service.get("/metrics")).text
+                return "allegro_link_token_refresh_coalesced_waiters_total 20.0" in metrics
+
+            await until(all_joined, within=30, what="20 callers to join the refresh")
+            await tokens.harness.fake.post("/__fake__/faults/release")
+            followers = await asyncio.gather(*joining)
         responses = [await leader, *followers]
 
         assert {r.status_code for r in responses} == {200}

@@ -13,14 +13,18 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
   `Unauthorized`, their access tokens 401 `invalid_token` on `/me`. A new authorization works again.
 - `POST /__fake__/users/{login}/expire` `{"what": "access"|"refresh"|"both"}` → 200
   `{"expired": {"access": n, "refresh": n}}`: the user's unexpired tokens expire now (fake clock).
-- `POST /__fake__/faults` `{"endpoint": "token"|"me", "kind": "status"|"timeout"|"delay"|"reset"|"truncate",
-  "status": 503, "count": 1, "delay_seconds": float?, "retry_after": int?}` → 201 `{"pending": {...}}`.
+- `POST /__fake__/faults` `{"endpoint": "token"|"me",
+  "kind": "status"|"timeout"|"delay"|"hold"|"reset"|"truncate", "status": 503, "count": 1,
+  "delay_seconds": float?, "retry_after": int?}` → 201 `{"pending": {...}}`.
   The next `count` calls to that endpoint fail that way; faults queue up in order.
   - `status`: answer that status: 502/503/504 with an HTML body (like a load balancer), 429 with
     `token_creation_rate_limit_exceeded` on the token endpoint, others with a JSON body; plus
     `Retry-After: retry_after` when given.
   - `timeout` (default 30 s) and `delay` (default 1 s): sleep in real time, then answer normally. The call
     is processed after the sleep even if the client has given up, like a request whose answer got lost.
+  - `hold`: wait until `POST /__fake__/faults/release` (at most `delay_seconds`, default 30 s), then
+    answer normally. For tests that need a call kept at Allegro until something else has happened,
+    however slow the machine is.
   - `reset`: over real HTTP the connection is aborted without any response. In-process
     (httpx.ASGITransport) `httpx.RemoteProtocolError` is raised instead, which is what httpx raises for
     a dropped connection.
@@ -28,7 +32,9 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
     of the answer's body is sent: truncated JSON, as when a proxy cuts the response short.
 
   Faulted calls count in the stats.
-- `DELETE /__fake__/faults` → 204, drops pending faults.
+- `DELETE /__fake__/faults` → 204, drops pending faults (and releases held calls).
+- `POST /__fake__/faults/release` → 204: calls held by `hold` faults go on, and so do the later calls
+  those faults would have held.
 - `POST /__fake__/clock` `{"advance_seconds": float >= 0}` → 200 `{"now": epoch seconds}`: fast-forward
   the clock used for every expiry. `GET /__fake__/clock` → 200 `{"now": ...}`.
 - `GET /__fake__/stats` → 200 `{"token_calls": {"authorization_code", "refresh_token", "total"},
@@ -50,6 +56,7 @@ JSON in, JSON out; a malformed body gets 422. Logins are matched ignoring case.
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Response
@@ -62,7 +69,7 @@ from allegro_link.fake_allegro.faults import Fault
 from allegro_link.fake_allegro.models import User, UserConflict
 from allegro_link.fake_allegro.store import FakeStore
 
-DEFAULT_DELAYS = {"timeout": 30.0, "delay": 1.0}
+DEFAULT_DELAYS = {"timeout": 30.0, "delay": 1.0, "hold": 30.0}
 AUTHORIZE_QUERY_FIELDS = {
     "response_type",
     "client_id",
@@ -104,7 +111,7 @@ class ExpireIn(_Body):
 
 class FaultIn(_Body):
     endpoint: Literal["token", "me"]
-    kind: Literal["status", "timeout", "delay", "reset", "truncate"]
+    kind: Literal["status", "timeout", "delay", "hold", "reset", "truncate"]
     status: Annotated[int, Field(ge=400, le=599)] = 503
     count: Annotated[int, Field(ge=1, le=10_000)] = 1
     delay_seconds: Annotated[float | None, Field(ge=0, le=600)] = None
@@ -150,6 +157,7 @@ class ControlRoutes:
         add("/users/{login}/expire", self.expire, methods=["POST"])
         add("/faults", self.add_fault, methods=["POST"], status_code=201)
         add("/faults", self.clear_faults, methods=["DELETE"], status_code=204)
+        add("/faults/release", self.release_faults, methods=["POST"], status_code=204)
         add("/clock", self.clock, methods=["GET"])
         add("/clock", self.advance_clock, methods=["POST"])
         add("/stats", self.stats, methods=["GET"])
@@ -206,8 +214,13 @@ class ControlRoutes:
             status=body.status,
             delay_seconds=delay,
             retry_after=body.retry_after,
+            gate=threading.Event() if body.kind == "hold" else None,
         )
         return {"pending": self.store.add_fault(body.endpoint, fault)}
+
+    async def release_faults(self) -> None:
+        """Let the calls held by `hold` faults go on."""
+        self.store.release_held()
 
     async def clear_faults(self) -> None:
         """Drop every pending fault."""

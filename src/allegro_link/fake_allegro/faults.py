@@ -7,8 +7,10 @@ released, so one slow call never blocks the others (or the test controls).
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -18,7 +20,7 @@ from fastapi import Request, Response
 from allegro_link.fake_allegro.responses import ALLEGRO_JSON, OAUTH_JSON, json_response
 
 FaultEndpoint = Literal["token", "me"]
-FaultKind = Literal["status", "timeout", "delay", "reset", "truncate"]
+FaultKind = Literal["status", "timeout", "delay", "hold", "reset", "truncate"]
 
 # A key the app's outermost layer adds to each HTTP scope: uvicorn's per-request object, which
 # holds the connection's transport. Starlette wraps `send`, so a route cannot reach it otherwise.
@@ -37,6 +39,8 @@ class Fault:
     status: int = 503
     delay_seconds: float = 30.0
     retry_after: int | None = None
+    # `hold` only: set by the release control. Shared by the fault's `count` calls (`replace` keeps it).
+    gate: threading.Event | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -82,11 +86,25 @@ async def apply_fault(fault: Fault, endpoint: FaultEndpoint, request: Request) -
         # was lost: a refresh still rotates the token.
         await asyncio.sleep(fault.delay_seconds)
         return None
+    if fault.kind == "hold":
+        await _until_released(fault)
+        return None
     if fault.kind == "reset":
         await _drop_connection(request)
         # Only reached over real HTTP, where the connection is already gone and uvicorn drops this.
         return Response(status_code=500)
     return _status_response(fault, endpoint)
+
+
+async def _until_released(fault: Fault) -> None:
+    """Until the test releases held calls, at most `delay_seconds` (a forgotten release cannot hang
+    a test). Polled: the release is served by whichever thread and event loop the control call gets."""
+    assert fault.gate is not None  # noqa: S101 - the controls give every hold fault its gate
+    deadline = time.monotonic() + fault.delay_seconds
+    while True:
+        if fault.gate.is_set() or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 def damaged(fault: Fault | None, response: Response) -> Response:

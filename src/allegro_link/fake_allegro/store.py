@@ -45,6 +45,7 @@ class FakeStore:
         self._config = config
         self._signer = signer
         self._lock = threading.Lock()
+        self._gates: list[threading.Event] = []  # of the `hold` faults not released yet
         self._reset()
 
     def _reset(self) -> None:
@@ -59,6 +60,7 @@ class FakeStore:
         self._refresh: dict[str, RefreshRecord] = {}
         self._ids = itertools.count(1)
         self._faults = FaultQueue()
+        self._release_held()
         self._stats = Stats()
 
     def reset(self) -> None:
@@ -361,11 +363,24 @@ class FakeStore:
     def add_fault(self, endpoint: FaultEndpoint, fault: Fault) -> dict[str, list[dict[str, object]]]:
         with self._lock:
             self._faults.add(endpoint, fault)
+            if fault.gate is not None:
+                self._gates.append(fault.gate)
             return self._faults.pending()
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = FaultQueue()
+            self._release_held()
+
+    def release_held(self) -> None:
+        """Calls held by `hold` faults go on, and so will the later calls those faults hold."""
+        with self._lock:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        for gate in self._gates:
+            gate.set()
+        self._gates = []
 
     def take_fault(self, endpoint: FaultEndpoint) -> Fault | None:
         with self._lock:
