@@ -36,6 +36,11 @@ def test_the_readme_has_the_three_examples() -> None:
     assert len(python_blocks()) == 3
 
 
+def test_the_repositorys_readme_shows_the_first_example_as_it_is_here() -> None:
+    top = re.findall(r"```python\n(.*?)```", (README.parents[2] / "README.md").read_text(), flags=re.DOTALL)
+    assert top == [python_blocks()[0]]
+
+
 def test_the_sync_example_calls_allegro_with_a_valid_token(
     service_url: str, fake_url: str, api_key: str, seller: Seller
 ) -> None:
