@@ -47,10 +47,23 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
     assert offenders == []
 
 
-@pytest.mark.parametrize("name", ["api.md", "configuration.md", "allegro.md"])
+@pytest.mark.parametrize("name", ["api.md", "configuration.md", "allegro.md", "events.md", "deploy.md"])
 def test_the_readme_links_each_guide(name: str) -> None:
     assert f"](docs/{name})" in (ROOT / "README.md").read_text()
     assert (ROOT / "docs" / name).is_file()
+
+
+def test_every_link_in_the_readme_is_a_file_of_the_repository_or_the_local_dev_stack() -> None:
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"<([a-z]+://[^>\s]+)>", text)
+    assert {"docs/events.md", "http://127.0.0.1:8000/docs"} <= set(targets)  # the scan works
+
+    def in_the_repository(target: str) -> bool:
+        path = (ROOT / target.partition("#")[0]).resolve()
+        return path.is_relative_to(ROOT) and path.is_file()
+
+    local = ("http://127.0.0.1:", "http://localhost:")
+    assert [t for t in targets if not t.startswith(local) and not in_the_repository(t)] == []
 
 
 def test_every_endpoint_is_in_the_api_guide() -> None:

@@ -45,6 +45,8 @@ DEV_DATABASE = "allegro_link"
 DEV_CLIENT_ID = "allegro-link-dev"
 DEV_CLIENT_SECRET = "allegro-link-dev-secret"  # noqa: S105 - known to the local fake Allegro only
 DOTENV = Path(".env")
+# Where the banner suggests running `allegro-link webhooks listen` (its default port).
+WEBHOOK_LISTEN_PORT = 8787
 # The only settings dev takes from the environment: they change what it prints, not where it points.
 DEV_ENVIRONMENT_SETTINGS = frozenset({"log_level", "log_json"})
 
@@ -221,6 +223,7 @@ def banner(settings: Settings, base: str, fake_base: str, owner_jwt: str, api_ke
         )
     )
     return_to = f"{base}{LINKED_PATH}"
+    webhook_url = f"http://127.0.0.1:{WEBHOOK_LISTEN_PORT}/"
     lines = [
         "",
         "allegro-link dev is starting",
@@ -249,6 +252,10 @@ def banner(settings: Settings, base: str, fake_base: str, owner_jwt: str, api_ke
         "         -H 'Content-Type: application/json' -d '{\"link_session\": \"<link_session>\"}'",
         "  Then fetch a token as a service:",
         f"    curl -s {base}/accounts/<account id>/token -H 'Authorization: Bearer <service API key>'",
+        "",
+        "  Watch webhooks from another shell (after the export above; `add` prints the whsec_… last):",
+        f"    allegro-link webhooks add --url {webhook_url}",
+        f"    allegro-link webhooks listen --port {WEBHOOK_LISTEN_PORT} --secret <whsec_…>",
         "",
         "  Ctrl-C stops everything.",
         "",

@@ -1,7 +1,7 @@
 """`events()`: following the feed's `next_cursor`.
 
-`GET /events` is not served yet, so these run against `httpx.MockTransport` answering as the
-contract says; the end-to-end test against the service comes with the feed.
+These run against `httpx.MockTransport` answering as docs/events.md says, which pins down exactly which
+pages are asked for; test_events_live.py reads the feed of the running service.
 """
 
 from __future__ import annotations
