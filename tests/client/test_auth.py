@@ -151,6 +151,10 @@ class TestSecrecyInLogs:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         caplog.set_level(logging.DEBUG)
+        # The service's own logging set-up (run by other tests in this process) quiets these two to
+        # WARNING; this test wants every line they would write.
+        for library in ("httpx", "httpcore"):
+            caplog.set_level(logging.DEBUG, logger=library)
         old = link.token(seller.account_id)
         fake.expire_access_tokens(seller.login)
 
