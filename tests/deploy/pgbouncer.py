@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -61,17 +62,20 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 def running_pgbouncer(server_url: str) -> Iterator[int]:
     """Start PgBouncer in front of the server of `server_url`; yields the port it listens on."""
     url = make_url(server_url)
+    # An embedded server (no server at ALLEGRO_LINK_TEST_DATABASE_URL) listens only on a Unix socket,
+    # in a directory only its own system user may enter: PgBouncer reaches it there, as that user.
+    socket_dir = url.query.get("host")
+    server_host = socket_dir if isinstance(socket_dir, str) else (url.host or "127.0.0.1")
+    run_as = pwd.getpwuid(os.stat(socket_dir).st_uid).pw_name if isinstance(socket_dir, str) else "postgres"
     directory = Path(tempfile.mkdtemp(prefix="allegro-link-pgbouncer-"))
     port = free_port()
     (directory / "userlist.txt").write_text(f'"{url.username or "postgres"}" ""\n')
-    (directory / "pgbouncer.ini").write_text(
-        _config(port, url.host or "127.0.0.1", url.port or 5432, directory)
-    )
+    (directory / "pgbouncer.ini").write_text(_config(port, server_host, url.port or 5432, directory))
     command = [str(PGBOUNCER), "--quiet"]
     if os.geteuid() == 0:
-        # PgBouncer refuses to run as root (CI runs as root); it drops to the postgres user itself.
+        # PgBouncer refuses to run as root (CI runs as root); it drops to that user itself.
         directory.chmod(0o777)
-        command += ["--user", "postgres"]
+        command += ["--user", run_as]
     process = subprocess.Popen([*command, str(directory / "pgbouncer.ini")])  # noqa: S603 - our fixed command
     try:
         _wait_listening(port, process, directory / "pgbouncer.log")

@@ -10,6 +10,7 @@ database directly.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -54,7 +55,9 @@ def pgbouncer_port(pg_server: PgServer) -> Iterator[int]:
 
 
 def through_pgbouncer(database_url: str, port: int) -> str:
-    return make_url(database_url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    # An embedded server's URL names its socket directory in the query; PgBouncer listens on TCP.
+    url = make_url(database_url).difference_update_query(["host"])
+    return url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -246,3 +249,24 @@ class TestServing:
         assert refreshed == 1
         assert await _refresh_calls(harness) == 1
         assert await _token_version(database_url, account_id) == 2
+
+    async def test_a_long_poll_of_the_feed_sees_a_new_event_without_notifications(
+        self, harness: LinkHarness, database_url: str
+    ) -> None:
+        # Through PgBouncer in transaction mode LISTEN hears nothing: the poll must look again by itself.
+        key = await new_api_key(direct(harness.settings, database_url), "events:read")
+        empty = await harness.service.get("/events", headers=bearer(key))
+        cursor = empty.json()["next_cursor"]
+        asked = time.monotonic()
+        waiting = asyncio.create_task(
+            harness.service.get(
+                "/events", params={"after": cursor, "wait": 30}, headers=bearer(key), timeout=60
+            )
+        )
+        linked = await harness.link("owner-a", "Sprzedawca1")
+        assert linked.status_code == 200, linked.text
+        answered = await waiting
+        assert answered.status_code == 200, answered.text
+        assert [event["type"] for event in answered.json()["items"]] == ["account.linked"]
+        # Well before the 30 s wait ran out: the answer came from a look, not from the deadline.
+        assert time.monotonic() - asked < 20

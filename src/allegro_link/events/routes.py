@@ -57,6 +57,10 @@ async def feed(
     where = FeedFilter(types=tuple(type or ()), owner_id=owner_id, account_id=account_id)
     sessionmaker: async_sessionmaker[AsyncSession] = request.state.resources.sessionmaker
     signals: EventSignals = request.state.resources.signals
+    # Between looks, wait for this process's NOTIFY, but never longer than the poll interval: a
+    # notification can be lost (the LISTEN connection reconnecting) or never come at all (behind
+    # PgBouncer in transaction mode, LISTEN hears nothing). Each look is one indexed query.
+    poll_seconds = request.state.resources.settings.events_poll_seconds
     deadline = time.monotonic() + wait
     while True:
         mark = signals.sequenced.mark()
@@ -69,7 +73,7 @@ async def feed(
             return EventFeedPage(
                 items=[EventOut.build(event) for event in page.items], next_cursor=encode_feed_cursor(seq)
             )
-        await Signal.wait(mark, remaining)
+        await Signal.wait(mark, min(remaining, poll_seconds))
 
 
 @router.get(
