@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from allegro_link_client import AllegroLink, AsyncAllegroLink
 
 from tests.client.support import AsyncCountingTransport, CallLog, CountingTransport, FakeControls
-from tests.support.accounts import update_account
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 
@@ -30,10 +28,8 @@ async def seller(harness: LinkHarness) -> Seller:
     response = await harness.link("owner-a", LOGIN)
     assert response.status_code == 200, response.text
     account_id = response.json()["account"]["id"]
-    # As if linked a minute ago: the service answers a forced refresh within 10 s of the account's last
-    # refresh (the link itself, today) with the token it holds, and these tests need real refreshes.
-    a_minute_ago = datetime.now(UTC) - timedelta(minutes=1)
-    await update_account(harness.settings, account_id, last_refreshed_at=a_minute_ago)
+    # Used at once, as a service would: a token issued by the link and reported rejected is refreshed
+    # at once (only a forced refresh's own token is held back for 10 s).
     return Seller(account_id=account_id, login=LOGIN)
 
 
