@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from allegro_link.app import create_app
@@ -24,7 +23,7 @@ from tests.support.database import (
 )
 from tests.support.factories import CLIENT_ID, CLIENT_SECRET, end_to_end_settings, make_settings
 from tests.support.link import LinkHarness
-from tests.support.live import START_TIMEOUT, free_port, serve_in_thread
+from tests.support.live import START_TIMEOUT, free_port, lifespan, serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +54,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
-    async with LifespanManager(application) as manager:
+    async with lifespan(application) as manager:
         yield manager.app  # type: ignore[misc]
 
 

@@ -137,14 +137,13 @@ class TestOwnerTokens:
         assert (await client.get("/accounts")).status_code == 401
 
     async def test_audience_and_issuer_are_checked_when_configured(self, settings: Settings) -> None:
-        from asgi_lifespan import LifespanManager
-
         from allegro_link.app import create_app
+        from tests.support.live import lifespan
 
         strict = settings.model_copy(
             update={"owner_jwt_issuer": "https://idp.example", "owner_jwt_audience": "al"}
         )
-        async with LifespanManager(create_app(strict)) as manager:
+        async with lifespan(create_app(strict)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as strict_client:
                 good = owner_token("owner-a", iss="https://idp.example", aud="al")

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -22,6 +21,7 @@ from allegro_link.tokens.keepalive import update_gauges
 from tests.support.accounts import insert_account, update_account
 from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 
 A = bearer(owner_token("owner-a"))
 WINDOW = timedelta(days=14)  # ALLEGRO_LINK_RELOGIN_SOON_DAYS's default, which the app runs with here
@@ -101,7 +101,7 @@ class TestDeadline:
 async def live(settings: Settings) -> AsyncIterator[tuple[Resources, httpx.AsyncClient]]:
     """The app as `client` serves it, with its resources at hand (its audit log, its sessionmaker)."""
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield app.state.resources, http

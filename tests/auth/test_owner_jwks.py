@@ -11,13 +11,13 @@ import httpx
 import jwt
 import pytest
 import respx
-from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from allegro_link.app import create_app
 from allegro_link.settings import Settings
 from tests.support.factories import bearer, make_settings
+from tests.support.live import lifespan
 
 JWKS_URL = "https://idp.example/.well-known/jwks.json"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -47,7 +47,7 @@ def jwks() -> Iterator[dict[str, Any]]:
 @pytest.fixture
 async def jwks_client(database_url: str, jwks: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
     settings: Settings = make_settings(database_url, owner_jwt_secret=None, owner_jwt_jwks_url=JWKS_URL)
-    async with LifespanManager(create_app(settings)) as manager:
+    async with lifespan(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield client

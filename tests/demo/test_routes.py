@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
 from allegro_link.demo.owner_token import OwnerTokenMinter
 from allegro_link.server import app_factory
 from allegro_link.settings import Settings
 from tests.support.factories import OWNER_JWT_SECRET, bearer, make_settings
+from tests.support.live import lifespan
 from tests.support.logs import captured_logs
 
 ASSETS = ("/demo", "/demo/panel.js", "/demo/panel.css")
@@ -27,7 +27,7 @@ ASSETS = ("/demo", "/demo/panel.js", "/demo/panel.css")
 async def service(settings: Settings, *, dev: bool = True) -> AsyncIterator[httpx.AsyncClient]:
     """The app with the demo on; `dev` passes the owner-token minter, as `allegro-link dev` does."""
     minter = OwnerTokenMinter.for_settings(settings) if dev else None
-    async with LifespanManager(create_app(settings, owner_token_minter=minter)) as manager:
+    async with lifespan(create_app(settings, owner_token_minter=minter)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
@@ -134,7 +134,7 @@ class TestServeNeverMints:
     async def test_dev_variables_give_serve_no_minting_route(self) -> None:
         with captured_logs():  # app_factory configures logging as serve does; this puts it back
             app = app_factory()
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
                 minted = await http.post("/demo/owner-token", json={"owner_id": "victim"})

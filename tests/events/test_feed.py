@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from allegro_link.accounts.events import append_events
 from allegro_link.app import create_app
@@ -18,6 +17,7 @@ from tests.support.accounts import insert_account
 from tests.support.events import loose_account, open_session, read_feed_to_end, relogin_events
 from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ class TestLongPoll:
     @pytest.fixture
     async def small_pool_client(self, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(make_settings(database_url, db_pool_size=2, db_max_overflow=0))
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://testserver", timeout=60

@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -20,6 +19,7 @@ from tests.support.accounts import insert_account
 from tests.support.events import open_session, read_feed_to_end
 from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 
 
 async def _flip(settings: Settings, account: Account, reason: ReloginReason) -> None:
@@ -105,7 +105,7 @@ class TestRefreshTokenExpiry:
         key = await new_api_key(settings, "events:read")
         account = await insert_account(settings, refresh_expires_at=utcnow() + timedelta(seconds=1))
         app = create_app(settings)
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 items: list[dict[str, Any]] = []

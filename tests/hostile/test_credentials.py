@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
 from allegro_link.auth import api_keys
@@ -28,6 +27,7 @@ from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.settings import Settings
 from tests.support.factories import OWNER_JWT_SECRET, bearer, owner_token
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 
 PROBLEM = "application/problem+json"
 ISSUER = "https://idp.example"
@@ -61,7 +61,7 @@ async def strict_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     strict = settings.model_copy(
         update={"owner_jwt_issuer": ISSUER, "owner_jwt_audience": AUDIENCE, "api_key_cache_seconds": 0.3}
     )
-    async with LifespanManager(create_app(strict)) as manager:
+    async with lifespan(create_app(strict)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield client

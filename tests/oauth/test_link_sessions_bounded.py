@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +20,7 @@ from allegro_link.oauth.purge import purge_link_sessions
 from allegro_link.settings import Settings
 from tests.support.factories import bearer, owner_token
 from tests.support.link import RETURN_TO, returned_params
+from tests.support.live import lifespan
 
 DEFAULT_CAP = 20
 
@@ -130,7 +130,7 @@ class TestCapSetting:
     @pytest.fixture
     async def small_cap_client(self, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         capped = settings.model_copy(update={"link_max_pending_per_owner": 3})
-        async with LifespanManager(create_app(capped)) as manager:
+        async with lifespan(create_app(capped)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield client

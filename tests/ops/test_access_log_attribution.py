@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
 from allegro_link.ops.middleware import ClientAddresses
@@ -18,6 +17,7 @@ from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
 from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 from tests.support.logs import captured_logs
 
 PEER = "10.1.2.3"
@@ -27,7 +27,7 @@ async def access_lines(
     settings: Settings, requests: list[tuple[str, dict[str, str]]], peer: str = PEER
 ) -> list[dict[str, Any]]:
     with captured_logs("INFO") as sink:
-        async with LifespanManager(create_app(settings)) as manager:
+        async with lifespan(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app, client=(peer, 40000))
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
                 for path, headers in requests:

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from prometheus_client import generate_latest
 
 from allegro_link.accounts.models import AccountStatus, ReloginReason
@@ -16,6 +15,7 @@ from allegro_link.ops.account_gauge import refresh_forever
 from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
 from tests.support.factories import utc_in
+from tests.support.live import lifespan
 
 
 def gauge_lines(metrics_text: str) -> set[str]:
@@ -35,7 +35,7 @@ async def test_the_first_scrape_after_start_counts_accounts_by_effective_status(
     )
     await insert_account(settings, owner_id="o", login="D", refresh_expires_at=utc_in(-60))  # lapsed
 
-    async with LifespanManager(create_app(settings)) as manager:
+    async with lifespan(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             body = (await http.get("/metrics")).text
@@ -48,7 +48,7 @@ async def test_the_first_scrape_after_start_counts_accounts_by_effective_status(
 
 async def test_the_loop_follows_changes(settings: Settings) -> None:
     app = create_app(settings)
-    async with LifespanManager(app):
+    async with lifespan(app):
         resources = app.state.resources
         await insert_account(settings, owner_id="o", login="late")
         sleeps = 0

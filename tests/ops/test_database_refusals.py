@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from allegro_link.app import create_app
 from allegro_link.ops.database import describe_refusal
 from tests.support.factories import make_settings
+from tests.support.live import lifespan
 from tests.support.logs import captured_logs
 
 LOGIN_REFUSED = "The database refused the login"
@@ -36,7 +36,7 @@ async def started(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, l
     """The app started on `database_url`, and the log lines its start-up wrote."""
     settings = make_settings(database_url)
     with captured_logs() as sink:
-        async with LifespanManager(create_app(settings)) as manager:
+        async with lifespan(create_app(settings)) as manager:
             startup = [json.loads(line) for line in sink.getvalue().splitlines()]
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

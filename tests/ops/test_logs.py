@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import structlog
-from asgi_lifespan import LifespanManager
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -22,6 +21,7 @@ from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
 from tests.support.factories import bearer
 from tests.support.keys import new_api_key
+from tests.support.live import lifespan
 from tests.support.logs import captured_logs
 
 
@@ -124,7 +124,7 @@ class TestAccessLog:
         account = await insert_account(settings)
         key = await new_api_key(settings, "tokens:read")
         with captured_logs(level) as sink:
-            async with LifespanManager(create_app(settings)) as manager:
+            async with lifespan(create_app(settings)) as manager:
                 transport = httpx.ASGITransport(app=manager.app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                     assert (

@@ -7,12 +7,12 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
 from allegro_link.embedded_pg import EmbeddedPostgres, create_database
 from tests.support.database import PgServer, create_migrated_database, drop, new_database_name
 from tests.support.factories import make_settings
+from tests.support.live import lifespan
 
 
 async def test_readyz_reports_database_outage_and_recovers() -> None:
@@ -24,7 +24,7 @@ async def test_readyz_reports_database_outage_and_recovers() -> None:
         url = await create_migrated_database(PgServer(embedded.url("postgres"), embedded), "ready")
         settings = make_settings(url, db_connect_timeout_seconds=2.0)
         app = create_app(settings)
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert (await client.get("/readyz")).status_code == 200
@@ -48,7 +48,7 @@ async def test_readyz_is_503_on_an_unmigrated_database(pg_server: PgServer) -> N
     await create_database(pg_server.url("postgres"), name)
     try:
         app = create_app(make_settings(pg_server.url(name)))
-        async with LifespanManager(app) as manager:
+        async with lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 response = await client.get("/readyz")

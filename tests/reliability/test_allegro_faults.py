@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from allegro_link.app import create_app
 from allegro_link.settings import Settings
@@ -28,7 +27,7 @@ from tests.support.accounts import insert_account
 from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness, returned_params
-from tests.support.live import free_port
+from tests.support.live import free_port, lifespan
 from tests.support.logs import captured_logs
 
 pytestmark = pytest.mark.slow  # the fake Allegro and the service over real HTTP
@@ -166,7 +165,7 @@ class TestUnreachable:
     async def dead_allegro(self, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
         dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every connect is refused
         settings = make_settings(database_url, allegro_auth_url=dead, allegro_api_url=dead)
-        async with LifespanManager(create_app(settings)) as manager:
+        async with lifespan(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield client, settings

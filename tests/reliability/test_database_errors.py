@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,6 +23,7 @@ from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
 from tests.support.factories import ALLOWED_RETURN, bearer, make_settings, owner_token
 from tests.support.link import LinkHarness, returned_params
+from tests.support.live import lifespan
 
 SSL_REQUEST_CODE = 80877103
 
@@ -51,7 +51,7 @@ async def dropping_database() -> AsyncIterator[httpx.AsyncClient]:
         f"postgresql+asyncpg://postgres@127.0.0.1:{port}/gone", db_connect_timeout_seconds=2
     )
     try:
-        async with LifespanManager(create_app(settings)) as manager:
+        async with lifespan(create_app(settings)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield client

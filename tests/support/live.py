@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from asgi_lifespan import LifespanManager
 
 # How long a server the tests start (in a thread or as a subprocess) may take to answer. A bound for
 # failing, not a wait: it costs nothing when the server is quick. On the shared 2-core CI machine under
@@ -74,3 +75,9 @@ def serve_in_thread(app: Any, port: int | None = None, **options: Any) -> Iterat
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def lifespan(app: Any) -> LifespanManager:
+    """asgi-lifespan's manager with start-up and shutdown bounds for a loaded machine (its own are 5 s:
+    an app stopping its sequencer, webhook workers, LISTEN connection and loops ran past that once)."""
+    return LifespanManager(app, startup_timeout=START_TIMEOUT, shutdown_timeout=START_TIMEOUT)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from allegro_link.app import create_app
 from allegro_link.settings import Settings
 from tests.support.factories import make_settings
+from tests.support.live import lifespan
 
 QUICK_RETRIES = [1.0, 1.0, 1.0, 1.0, 1.0]
 
@@ -24,5 +24,5 @@ def settings(database_url: str) -> Settings:
 async def running(settings: Settings) -> AsyncIterator[FastAPI]:
     """The service with its delivery workers running."""
     application = create_app(settings)
-    async with LifespanManager(application) as manager:
+    async with lifespan(application) as manager:
         yield manager.app  # type: ignore[misc]
