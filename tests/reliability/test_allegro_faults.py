@@ -32,6 +32,8 @@ from tests.support.logs import captured_logs
 
 pytestmark = pytest.mark.slow  # the fake Allegro and the service over real HTTP
 
+SHORT_READ_TIMEOUT = 2.0  # seconds: Allegro answers slower than this count as failed calls
+
 
 async def _assert_unavailable_or_held(response: httpx.Response, linked: Linked) -> None:
     assert response.status_code == 503, response.text
@@ -192,6 +194,12 @@ class TestUnreachable:
 
 
 class TestDuringTheCallback:
+    @pytest.fixture
+    def link_settings(self, link_settings: Settings) -> Settings:
+        # The slow /me case needs a read timeout shorter than its 2.5 s delay; elsewhere the end-to-end
+        # tests keep the service's own 10 s, which a loaded machine does not run into.
+        return link_settings.model_copy(update={"allegro_read_timeout_seconds": SHORT_READ_TIMEOUT})
+
     async def test_a_reset_exchange_is_never_resent(self, harness: LinkHarness) -> None:
         callback_url = await harness.consent(await harness.start("owner-a"), "Sprzedawca1")
         await harness.fake.post("/__fake__/faults", json={"endpoint": "token", "kind": "reset"})

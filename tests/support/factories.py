@@ -45,7 +45,6 @@ def end_to_end_settings(database_url: str, ports: tuple[int, int], **overrides: 
         "allegro_auth_url": fake_url,
         "allegro_api_url": fake_url,
         "redirect_uri": f"http://localhost:{service_port}/oauth/callback",
-        "allegro_read_timeout_seconds": 2.0,
     }
     return make_settings(database_url, **(options | overrides))
 
