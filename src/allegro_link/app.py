@@ -176,10 +176,12 @@ def build_keepalive(resources: Resources) -> KeepAlive:
 BACKGROUND_STOP_SECONDS = 10.0
 
 
-async def stop_background(tasks: list[asyncio.Task[Any]]) -> None:
+async def stop_background(
+    tasks: list[asyncio.Task[Any]], *, grace_seconds: float = BACKGROUND_STOP_SECONDS
+) -> None:
     for task in tasks:
         task.cancel()
-    done, stuck = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_SECONDS)
+    done, stuck = await asyncio.wait(tasks, timeout=grace_seconds)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             log.error(
