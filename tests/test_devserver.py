@@ -25,7 +25,7 @@ from allegro_link.devserver import (
 from allegro_link.oauth.return_to import ReturnToPolicy
 from allegro_link.settings import Settings
 from tests.support.factories import ENCRYPTION_KEY
-from tests.support.live import free_port, serve_in_thread
+from tests.support.live import REQUEST_TIMEOUT, free_port, serve_in_thread
 from tests.test_cli import _run
 
 API_KEY = "alk_shown_in_the_banner"
@@ -119,14 +119,16 @@ class TestBanner:
         try:
             app = create_app(settings, owner_token_minter=minter)
             with serve_in_thread(app, port=port) as base:
-                async with httpx.AsyncClient(base_url=base) as http:
+                async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT) as http:
                     started = await http.post(
                         "/accounts/authorize", json={"return_to": return_to}, headers=owner
                     )
                     assert started.status_code == 201, started.text
                     authorization = parse_qs(urlsplit(started.json()["authorization_url"]).query)
                     # "open the authorization_url, type any login, click 'Powiąż konto'":
-                    async with httpx.AsyncClient(base_url=settings.auth_base_url) as fake:
+                    async with httpx.AsyncClient(
+                        base_url=settings.auth_base_url, timeout=REQUEST_TIMEOUT
+                    ) as fake:
                         consent = await fake.post(
                             "/__fake__/authorize",
                             json={
@@ -145,7 +147,7 @@ class TestBanner:
                         )
                     assert consent.status_code == 200, consent.text
                     # The browser follows Allegro's redirect to the callback, and ours to return_to.
-                    async with httpx.AsyncClient(follow_redirects=True) as browser:
+                    async with httpx.AsyncClient(follow_redirects=True, timeout=REQUEST_TIMEOUT) as browser:
                         landed = await browser.get(consent.json()["redirect"])
                     assert landed.status_code == 200
                     assert str(landed.url).startswith(return_to)

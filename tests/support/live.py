@@ -17,6 +17,9 @@ from asgi_lifespan import LifespanManager
 # failing, not a wait: it costs nothing when the server is quick. On the shared 2-core CI machine under
 # load (load average above 30) merely importing the app took 35 s of wall clock for 1.5 s of CPU.
 START_TIMEOUT = 120.0
+# The same for one request of a test's own HTTP client where the service calls the fake Allegro on the
+# way (httpx's default of 5 s was overrun by a callback on a loaded machine).
+REQUEST_TIMEOUT = 60.0
 KEEP_ALIVE_SECONDS = 600
 
 
