@@ -24,6 +24,7 @@ from tests.support.database import (
 from tests.support.factories import CLIENT_ID, CLIENT_SECRET, end_to_end_settings, make_settings
 from tests.support.link import LinkHarness
 from tests.support.live import START_TIMEOUT, free_port, lifespan, serve_in_thread
+from tests.support.tokens import Linked, link_account
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +109,12 @@ async def harness(service_url: str, fake_url: str, link_settings: Settings) -> A
         httpx.AsyncClient(base_url=fake_url, timeout=START_TIMEOUT) as fake,
     ):
         yield LinkHarness(service=service, fake=fake, settings=link_settings)
+
+
+@pytest.fixture
+async def linked(harness: LinkHarness) -> Linked:
+    """Sprzedawca1 linked by owner-a, and a `tokens:read` key."""
+    return await link_account(harness)
 
 
 # Here, not in tests/demo/conftest.py: with pytest-xdist only the controller prints the summary, and it
