@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link.app import create_app
+from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
 from tests.demo.browser_stack import NOT_RUN
@@ -50,6 +52,19 @@ async def database_url(migrated_database_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The service's own kind of engine on the test's database."""
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
 
 
 @pytest.fixture
