@@ -137,6 +137,13 @@ class Linked:
             f"/accounts/{self.account_id}/token/refresh", json=body, headers=bearer(self.key)
         )
 
+    async def refreshed_token(self, body: dict[str, Any] | None = None) -> str:
+        """The access token POST …/token/refresh answers with."""
+        response = await self.refresh(body)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
     async def expire_access(self, seconds_left: float = -1) -> None:
         await expire_access(self.settings, self.account_id, seconds_left)
 

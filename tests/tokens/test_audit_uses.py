@@ -26,7 +26,8 @@ def audit(sessionmaker: async_sessionmaker[AsyncSession]) -> TokenAuditLog:
 
 
 @pytest.fixture
-async def unused_for_long(settings: Settings) -> Account:
+async def account(settings: Settings) -> Account:
+    """An account last used long ago."""
     return await insert_account(settings, last_used_at=utcnow() - LONG_AGO)
 
 
@@ -52,9 +53,8 @@ async def _issues(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
 
 class TestUses:
     async def test_last_used_at_moves_at_the_flush_not_at_the_read(
-        self, unused_for_long: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
+        self, account: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
-        account = unused_for_long
         handed_out_after = utcnow()
         _hand_out(audit, account.id)
         _hand_out(audit, account.id)
@@ -64,9 +64,8 @@ class TestUses:
         assert await _last_used(sessionmaker, account.id) >= handed_out_after
 
     async def test_a_row_held_by_a_refresh_is_skipped_and_written_by_a_later_flush(
-        self, unused_for_long: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
+        self, account: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
-        account = unused_for_long
         handed_out_after = utcnow()
         _hand_out(audit, account.id)
 

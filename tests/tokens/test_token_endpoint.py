@@ -21,6 +21,7 @@ from allegro_link.tokens.models import TokenIssue
 from tests.support.accounts import update_account
 from tests.support.factories import bearer, end_to_end_settings, owner_token
 from tests.support.keys import new_api_key
+from tests.support.link import LinkHarness
 from tests.support.tokens import ME_HEADERS, PATIENT_WAITS, Linked, expire_access
 from tests.support.waiting import until
 
@@ -32,6 +33,19 @@ async def _run(settings: Settings, statement: Any) -> Any:
             return await connection.execute(statement)
     finally:
         await engine.dispose()
+
+
+async def _break_our_client_secret(harness: LinkHarness) -> None:
+    """Allegro stops accepting our client's secret (rotated at Allegro, say): every call with it gets 401."""
+    response = await harness.fake.post(
+        "/__fake__/clients",
+        json={
+            "client_id": harness.settings.client_id,
+            "client_secret": "rotated-elsewhere",
+            "redirect_uris": [harness.settings.redirect_uri],
+        },
+    )
+    assert response.status_code == 201, response.text
 
 
 @contextmanager
@@ -181,9 +195,7 @@ class TestRefresh:
         await linked.expire_access()
         new = await linked.access_token()
         assert await linked.refresh_calls() == 1
-        response = await linked.refresh({"rejected_token": old})
-        assert response.status_code == 200
-        assert response.json()["access_token"] == new
+        assert await linked.refreshed_token({"rejected_token": old}) == new
         assert await linked.refresh_calls() == 1
 
     async def test_rejected_current_token_is_refreshed(self, linked: Linked) -> None:
@@ -191,13 +203,11 @@ class TestRefresh:
         await update_account(
             linked.settings, linked.account_id, last_refreshed_at=utcnow() - timedelta(minutes=1)
         )
-        response = await linked.refresh({"rejected_token": current})
-        assert response.status_code == 200
-        assert response.json()["access_token"] != current
+        assert await linked.refreshed_token({"rejected_token": current}) != current
         assert await linked.refresh_calls() == 1
 
     async def test_forced_refreshes_are_limited_to_one_per_ten_seconds(self, linked: Linked) -> None:
-        first = (await linked.refresh()).json()["access_token"]
+        first = await linked.refreshed_token()
         again = await asyncio.gather(
             *(linked.refresh() for _ in range(3)),
             *(linked.refresh({"rejected_token": first}) for _ in range(3)),
@@ -212,27 +222,23 @@ class TestForcedRefreshWindow:
     @pytest.mark.parametrize("reported", ["rejected_token", "no_body"])
     async def test_a_token_just_issued_by_the_link_is_refreshed(self, linked: Linked, reported: str) -> None:
         issued = await linked.access_token()
-        response = await linked.refresh({"rejected_token": issued} if reported == "rejected_token" else None)
-        assert response.status_code == 200
-        assert response.json()["access_token"] != issued
+        body = {"rejected_token": issued} if reported == "rejected_token" else None
+        assert await linked.refreshed_token(body) != issued
         assert await linked.refresh_calls() == 1
 
     async def test_a_token_just_issued_by_a_due_refresh_is_refreshed(self, linked: Linked) -> None:
         await linked.expire_access()
         due = await linked.access_token()
         assert await linked.refresh_calls() == 1
-        response = await linked.refresh({"rejected_token": due})
-        assert response.status_code == 200
-        assert response.json()["access_token"] != due
+        assert await linked.refreshed_token({"rejected_token": due}) != due
         assert await linked.refresh_calls() == 2
 
     async def test_a_due_refresh_after_a_forced_one_ends_the_window(self, linked: Linked) -> None:
-        forced = (await linked.refresh()).json()["access_token"]
+        forced = await linked.refreshed_token()
         await linked.expire_access()
         due = await linked.access_token()
         assert due != forced
-        response = await linked.refresh({"rejected_token": due})
-        assert response.json()["access_token"] not in (forced, due)
+        assert await linked.refreshed_token({"rejected_token": due}) not in (forced, due)
         assert await linked.refresh_calls() == 3
 
     async def test_rotated_refresh_token_is_stored_encrypted(self, linked: Linked) -> None:
@@ -314,14 +320,7 @@ class TestFailures:
         await linked.expire_access()
         assert (await linked.token()).status_code == 409
         # Within the same minute our secret stops working (rotated at Allegro, say).
-        await linked.harness.fake.post(
-            "/__fake__/clients",
-            json={
-                "client_id": linked.harness.settings.client_id,
-                "client_secret": "rotated-elsewhere",
-                "redirect_uris": [linked.harness.settings.redirect_uri],
-            },
-        )
+        await _break_our_client_secret(linked.harness)
         await expire_access(linked.settings)
         for account_id in others:
             response = await linked.harness.service.get(
@@ -339,14 +338,7 @@ class TestFailures:
 
     async def test_broken_client_secret_flags_nothing(self, linked: Linked) -> None:
         # Allegro stops accepting our client: every refresh and every exchange answers 401.
-        await linked.harness.fake.post(
-            "/__fake__/clients",
-            json={
-                "client_id": linked.harness.settings.client_id,
-                "client_secret": "rotated-elsewhere",
-                "redirect_uris": [linked.harness.settings.redirect_uri],
-            },
-        )
+        await _break_our_client_secret(linked.harness)
         await linked.expire_access()
         response = await linked.token()
         assert response.status_code == 503
