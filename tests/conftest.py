@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link.app import create_app
+from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
 from tests.demo.browser_stack import NOT_RUN
@@ -24,6 +26,7 @@ from tests.support.database import (
 from tests.support.factories import CLIENT_ID, CLIENT_SECRET, end_to_end_settings, make_settings
 from tests.support.link import LinkHarness
 from tests.support.live import START_TIMEOUT, free_port, lifespan, serve_in_thread
+from tests.support.tokens import Linked, link_account
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,19 @@ async def database_url(migrated_database_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The service's own kind of engine on the test's database."""
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
 
 
 @pytest.fixture
@@ -108,6 +124,12 @@ async def harness(service_url: str, fake_url: str, link_settings: Settings) -> A
         httpx.AsyncClient(base_url=fake_url, timeout=START_TIMEOUT) as fake,
     ):
         yield LinkHarness(service=service, fake=fake, settings=link_settings)
+
+
+@pytest.fixture
+async def linked(harness: LinkHarness) -> Linked:
+    """Sprzedawca1 linked by owner-a, and a `tokens:read` key."""
+    return await link_account(harness)
 
 
 # Here, not in tests/demo/conftest.py: with pytest-xdist only the controller prints the summary, and it

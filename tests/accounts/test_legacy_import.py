@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from allegro_link.accounts.events import EventType
 from allegro_link.accounts.legacy_import import ImportReport, LegacyImportError, import_legacy_accounts
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus, ReloginReason
-from allegro_link.db import create_engine, create_sessionmaker
 from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
-
-
-@pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 def _csv(tmp_path: Path, content: str | bytes) -> Path:

@@ -5,11 +5,10 @@ import hashlib
 import random
 import re
 import string
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link.auth.api_keys import (
@@ -22,8 +21,9 @@ from allegro_link.auth.api_keys import (
 )
 from allegro_link.auth.models import ApiKey
 from allegro_link.db import create_engine, create_sessionmaker
-from allegro_link.settings import Settings
+from tests.support.clock import FakeClock
 from tests.support.factories import make_settings
+from tests.support.statements import QueryCounter, counting
 
 KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}_[A-Za-z0-9]{6}")
 ALPHABET = string.ascii_letters + string.digits
@@ -50,50 +50,11 @@ async def _insert_first_format_key(sessionmaker: async_sessionmaker[AsyncSession
         )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class QueryCounter:
-    """Counts the statements that reach PostgreSQL for the api_keys table."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.count = 0
-        self._engine = engine
-        event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "api_keys" in statement:
-            self.count += 1
-
-    def close(self) -> None:
-        event.remove(self._engine.sync_engine, "before_cursor_execute", self._seen)
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_sessionmaker(engine)
-
-
 @pytest.fixture
 def queries(engine: AsyncEngine) -> Iterator[QueryCounter]:
-    counter = QueryCounter(engine)
-    yield counter
-    counter.close()
+    """The statements that reach PostgreSQL for the api_keys table."""
+    with counting(engine, lambda statement: "api_keys" in statement) as counter:
+        yield counter
 
 
 @pytest.fixture

@@ -7,13 +7,7 @@ import pytest
 from allegro_link_client import AllegroLinkUnavailable
 from allegro_link_client._retry import Attempts, RetryPolicy
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def unavailable(retry_after: str | None = None) -> httpx.Response:
@@ -28,21 +22,23 @@ def unavailable(retry_after: str | None = None) -> httpx.Response:
     return httpx.Response(503, json=body, headers={**headers, "Content-Type": "application/problem+json"})
 
 
-def attempts(clock: Clock, *, deadline: float = 10, max_attempts: int = 4, extra_time: float = 0) -> Attempts:
+def attempts(
+    clock: FakeClock, *, deadline: float = 10, max_attempts: int = 4, extra_time: float = 0
+) -> Attempts:
     policy = RetryPolicy(deadline=deadline, max_attempts=max_attempts)
     return policy.start(extra_time, clock=clock, jitter=lambda: 1.0)
 
 
 class TestWaits:
     def test_retry_after_is_waited_exactly(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock)
         state.start_attempt()
 
         assert state.wait_before_next(unavailable("3")) == 3
 
     def test_without_retry_after_the_backoff_doubles_up_to_its_cap(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, deadline=100, max_attempts=10)
         waits = []
         for _ in range(6):
@@ -52,7 +48,7 @@ class TestWaits:
         assert waits == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
 
     def test_each_attempt_may_take_only_what_is_left_of_the_deadline(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, deadline=10)
         clock.now += 7
 
@@ -61,7 +57,7 @@ class TestWaits:
 
 class TestGivingUp:
     def test_after_max_attempts_the_last_answer_is_raised_as_a_typed_error(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, max_attempts=2)
         state.start_attempt()
         state.wait_before_next(unavailable("1"))
@@ -73,7 +69,7 @@ class TestGivingUp:
         assert (raised.value.retry_after, raised.value.code) == (1, "allegro_unavailable")
 
     def test_a_wait_that_would_end_after_the_deadline_is_not_started(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, deadline=10)
         state.start_attempt()
         clock.now += 8
@@ -84,7 +80,7 @@ class TestGivingUp:
         assert raised.value.retry_after == 3
 
     def test_a_connection_error_becomes_unavailable_with_its_cause(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, max_attempts=1)
         state.start_attempt()
         cause = httpx.ConnectError("refused")
@@ -96,7 +92,7 @@ class TestGivingUp:
         assert raised.value.retry_after is None
 
     def test_a_long_poll_gets_its_wait_on_top_of_the_deadline(self) -> None:
-        clock = Clock()
+        clock = FakeClock(100.0)
         state = attempts(clock, deadline=2, extra_time=30)
         state.start_attempt()
         clock.now += 20

@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from allegro_link.accounts.models import Account
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.rotate import rotate_encryption
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.db import create_engine, create_sessionmaker, utcnow, uuid7
+from allegro_link.db import create_sessionmaker, utcnow, uuid7
 from allegro_link.oauth.models import LinkSession
 from allegro_link.settings import Settings, parse_encryption_keys
 from tests.support.accounts import insert_account
@@ -32,13 +32,6 @@ FOREIGN_KEY = "t9:" + base64.b64encode(bytes(range(64, 96))).decode()
 OLD_RING = KeyRing(parse_encryption_keys(OLD_ENCRYPTION_KEY))
 ROTATED_RING = KeyRing(parse_encryption_keys(f"{ENCRYPTION_KEY},{OLD_ENCRYPTION_KEY}"))
 NEW_ONLY_RING = KeyRing(parse_encryption_keys(ENCRYPTION_KEY))
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

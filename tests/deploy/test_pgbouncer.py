@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
@@ -19,11 +18,10 @@ import httpx
 import pytest
 from alembic import command
 from pydantic import SecretStr
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from allegro_link.accounts.models import Account
 from allegro_link.app import build_resources, create_app
 from allegro_link.db import create_engine, utcnow
 from allegro_link.embedded_pg import create_database, drop_database
@@ -39,12 +37,11 @@ from tests.support.factories import bearer, end_to_end_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 from tests.support.live import serve_in_thread
+from tests.support.tokens import expire_access, link_account, refresh_calls, stored_pair, works_at_allegro
 
 # One xdist worker runs the heavy deployment tests one after another (`--dist loadgroup` in the Makefile),
 # so that they do not all load the machine at once next to the timing-sensitive reliability tests.
 pytestmark = pytest.mark.xdist_group("deploy")
-
-ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
 
 
 @pytest.fixture(scope="module")
@@ -81,23 +78,6 @@ async def empty_database(pg_server: PgServer) -> AsyncIterator[str]:
     await create_database(pg_server.url("postgres"), name, exist_ok=False)
     yield pg_server.url(name)
     await drop_database(pg_server.url("postgres"), name)
-
-
-async def _token_version(database_url: str, account_id: str) -> int:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            version = await connection.scalar(
-                select(Account.token_version).where(Account.id == uuid.UUID(account_id))
-            )
-            return int(version or 0)
-    finally:
-        await engine.dispose()
-
-
-async def _refresh_calls(harness: LinkHarness) -> int:
-    calls: int = (await harness.stats())["token_calls"]["refresh_token"]
-    return calls
 
 
 class TestMigrations:
@@ -183,50 +163,35 @@ class TestConnecting:
 class TestServing:
     async def test_ready_and_the_token_path_works(self, harness: LinkHarness, database_url: str) -> None:
         assert (await harness.service.get("/readyz")).status_code == 200
-        linked = await harness.link("owner-a", "Sprzedawca1")
-        assert linked.status_code == 200, linked.text
-        account_id = linked.json()["account"]["id"]
-        key = await new_api_key(direct(harness.settings, database_url), "tokens:read")
+        linked = await link_account(harness, key_settings=direct(harness.settings, database_url))
 
         listed = await asyncio.gather(
             *(harness.service.get("/accounts", headers=bearer(owner_token("owner-a"))) for _ in range(30))
         )
         assert {response.status_code for response in listed} == {200}
-        token = await harness.service.get(f"/accounts/{account_id}/token", headers=bearer(key))
+        token = await linked.token()
         assert token.status_code == 200, token.text
-        me = await harness.fake.get(
-            "/me", headers={**ME_HEADERS, "Authorization": f"Bearer {token.json()['access_token']}"}
-        )
-        assert me.status_code == 200
+        assert await works_at_allegro(harness.fake, token.json()["access_token"])
 
     async def test_two_replicas_refresh_once_under_the_row_lock(
         self, harness: LinkHarness, link_settings: Settings, database_url: str
     ) -> None:
-        linked = await harness.link("owner-a", "Sprzedawca2")
-        account_id = linked.json()["account"]["id"]
-        key = await new_api_key(direct(harness.settings, database_url), "tokens:read")
+        linked = await link_account(
+            harness, "Sprzedawca2", key_settings=direct(harness.settings, database_url)
+        )
         # A slow Allegro keeps the row locked while the other replica's requests queue on the lock.
-        await harness.fake.post(
-            "/__fake__/faults", json={"endpoint": "token", "kind": "delay", "delay_seconds": 0.5}
-        )
-        await update_account(
-            direct(harness.settings, database_url),
-            account_id,
-            access_token_expires_at=utcnow() - timedelta(seconds=1),
-        )
+        await linked.fault(kind="delay", delay_seconds=0.5)
+        await expire_access(direct(harness.settings, database_url), linked.account_id)
         with serve_in_thread(create_app(link_settings)) as second_replica:
             urls = [str(harness.service.base_url), second_replica]
             async with httpx.AsyncClient(timeout=30) as http:
                 responses = await asyncio.gather(
-                    *(
-                        http.get(f"{urls[i % 2]}/accounts/{account_id}/token", headers=bearer(key))
-                        for i in range(40)
-                    )
+                    *(linked.token(via=http, base_url=urls[i % 2]) for i in range(40))
                 )
         assert [response.status_code for response in responses] == [200] * 40
         assert len({response.json()["access_token"] for response in responses}) == 1
-        assert await _refresh_calls(harness) == 1
-        assert await _token_version(database_url, account_id) == 2
+        assert await linked.refresh_calls() == 1
+        assert (await stored_pair(direct(harness.settings, database_url), linked.account_id)).version == 2
 
     async def test_the_keepalive_refreshes_through_pgbouncer(
         self, harness: LinkHarness, link_settings: Settings, database_url: str
@@ -247,8 +212,8 @@ class TestServing:
             await resources.http.aclose()
             await resources.engine.dispose()
         assert refreshed == 1
-        assert await _refresh_calls(harness) == 1
-        assert await _token_version(database_url, account_id) == 2
+        assert await refresh_calls(harness) == 1
+        assert (await stored_pair(direct(harness.settings, database_url), account_id)).version == 2
 
     async def test_a_long_poll_of_the_feed_sees_a_new_event_without_notifications(
         self, harness: LinkHarness, database_url: str

@@ -23,13 +23,13 @@ from allegro_link.allegro.client import RETRY_BACKOFF_SECONDS
 from allegro_link.app import create_app
 from allegro_link.settings import Settings
 from tests.reliability.conftest import REFRESH_DEADLINE
-from tests.reliability.support import Linked
 from tests.support.accounts import insert_account
 from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness, returned_params
 from tests.support.live import free_port, lifespan
 from tests.support.logs import captured_logs
+from tests.support.tokens import Linked
 
 pytestmark = pytest.mark.slow  # the fake Allegro and the service over real HTTP
 

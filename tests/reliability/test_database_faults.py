@@ -15,9 +15,16 @@ import httpx
 import pytest
 
 from tests.reliability.stack import Stack, stack
-from tests.reliability.support import PATIENT_WAITS, expire_access, stored_pair, works_at_allegro
 from tests.support.factories import ALLOWED_RETURN, bearer, owner_token
 from tests.support.keys import new_api_key
+from tests.support.tokens import (
+    PATIENT_WAITS,
+    Linked,
+    add_fault,
+    expire_access,
+    refresh_calls,
+    works_at_allegro,
+)
 from tests.support.waiting import until
 
 # A stopped database refuses at once (its socket is gone), so requests fail fast whatever the connect
@@ -36,25 +43,29 @@ async def outage() -> AsyncIterator[Stack]:
         yield found
 
 
-async def _link_accounts(outage: Stack) -> tuple[list[str], str]:
+async def _link_accounts(outage: Stack) -> list[Linked]:
     ids = []
     for index in range(ACCOUNTS):
         response = await outage.harness.link("owner-a", f"Konto{index}")
         assert response.status_code == 200, response.text
         ids.append(response.json()["account"]["id"])
     key = await new_api_key(outage.settings, "tokens:read")
-    for account_id in ids:  # warm the API key cache, as a running service has
-        assert (await _token(outage, account_id, key)).status_code == 200
-    return ids, key
+    accounts = [Linked(outage.harness, account_id, key) for account_id in ids]
+    for account in accounts:  # warm the API key cache, as a running service has
+        assert (await account.token()).status_code == 200
+    return accounts
 
 
-async def _token(outage: Stack, account_id: str, key: str) -> httpx.Response:
-    return await outage.harness.service.get(f"/accounts/{account_id}/token", headers=bearer(key))
-
-
-async def _refresh_calls(outage: Stack) -> int:
-    calls: int = (await outage.harness.stats())["token_calls"]["refresh_token"]
-    return calls
+async def _refreshes_held_at_allegro(
+    outage: Stack,
+) -> tuple[list[Linked], list[asyncio.Task[httpx.Response]]]:
+    """Linked accounts whose refreshes are under way, each held at Allegro (the fake); the requests."""
+    accounts = await _link_accounts(outage)
+    await expire_access(outage.settings)
+    await add_fault(outage.harness.fake, kind="hold", count=ACCOUNTS)
+    in_flight = [asyncio.create_task(account.token()) for account in accounts]
+    await _until_allegro_holds_every_refresh(outage)
+    return accounts, in_flight
 
 
 async def _until_allegro_holds_every_refresh(outage: Stack) -> None:
@@ -66,7 +77,7 @@ async def _until_allegro_holds_every_refresh(outage: Stack) -> None:
     """
 
     async def all_held() -> bool:
-        return await _refresh_calls(outage) == ACCOUNTS  # the fake counts a call when it arrives
+        return await refresh_calls(outage.harness) == ACCOUNTS  # the fake counts a call when it arrives
 
     await until(all_held, within=60, what="every refresh to reach Allegro")
 
@@ -90,39 +101,42 @@ async def _timed(request: asyncio.Future[httpx.Response] | object) -> tuple[http
     return response, time.monotonic() - started
 
 
-async def _consistent(outage: Stack, ids: list[str], *, version: int) -> None:
-    for account_id in ids:
-        pair = await stored_pair(outage.settings, account_id)
+async def _until_stored(accounts: list[Linked], *, version: int) -> None:
+    """Until every account's stored pair has `version`: the pairs held in memory are written by the
+    service itself, without any request."""
+
+    async def all_stored() -> bool:
+        return all([(await account.stored()).version == version for account in accounts])
+
+    await until(all_stored, within=10, what=f"every pair to be stored as version {version}")
+
+
+async def _consistent(accounts: list[Linked], *, version: int) -> None:
+    for account in accounts:
+        pair = await account.stored()
         assert pair.status == "active"
-        assert pair.version == version, account_id
-        assert await works_at_allegro(outage.harness.fake, pair.access_token), account_id
+        assert pair.version == version, account.account_id
+        assert await works_at_allegro(account.harness.fake, pair.access_token), account.account_id
 
 
 class TestDatabaseOutage:
     async def test_refreshes_answered_while_the_database_is_down_are_stored_once_it_is_back(
         self, outage: Stack
     ) -> None:
-        ids, key = await _link_accounts(outage)
+        accounts, in_flight = await _refreshes_held_at_allegro(outage)
         service = outage.harness.service
-        await expire_access(outage.settings)
-        await outage.harness.fake.post(
-            "/__fake__/faults",
-            json={"endpoint": "token", "kind": "hold", "count": ACCOUNTS},
-        )
-        in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await _until_allegro_holds_every_refresh(outage)
         await outage.stop_database()
 
         # While the database is down: fast 503 problems everywhere, /readyz included.
         owner = bearer(owner_token("owner-a"))
         probes = [
             service.get("/accounts", headers=owner),
-            service.get(f"/accounts/{ids[0]}", headers=owner),
+            service.get(f"/accounts/{accounts[0].account_id}", headers=owner),
             service.post("/accounts/authorize", json={"return_to": ALLOWED_RETURN}, headers=owner),
             service.get("/readyz"),
         ]
         # This one joins the refresh in flight for the account: it is answered with that refresh.
-        joined = asyncio.create_task(_token(outage, ids[0], key))
+        joined = asyncio.create_task(accounts[0].token())
         for response, elapsed in await asyncio.gather(*(_timed(probe) for probe in probes)):
             _assert_503_problem(response, elapsed)
         assert (await service.get("/healthz")).status_code == 200
@@ -139,33 +153,18 @@ class TestDatabaseOutage:
         ready_after = await outage.wait_ready(str(service.base_url))
         assert ready_after < 10
 
-        # The pairs held in memory are written by the service itself, without any request.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            versions = [(await stored_pair(outage.settings, account_id)).version for account_id in ids]
-            if versions == [2] * ACCOUNTS:
-                break
-            await asyncio.sleep(0.2)
-        await _consistent(outage, ids, version=2)
-        assert await _refresh_calls(outage) == ACCOUNTS  # stored, not refreshed again
+        await _until_stored(accounts, version=2)
+        await _consistent(accounts, version=2)
+        assert await refresh_calls(outage.harness) == ACCOUNTS  # stored, not refreshed again
 
-        for account_id in ids:
-            served = await _token(outage, account_id, key)
+        for account in accounts:
+            served = await account.token()
             assert served.status_code == 200
-            assert (
-                served.json()["access_token"] == (await stored_pair(outage.settings, account_id)).access_token
-            )
-        assert await _refresh_calls(outage) == ACCOUNTS
+            assert served.json()["access_token"] == (await account.stored()).access_token
+        assert await refresh_calls(outage.harness) == ACCOUNTS
 
     async def test_a_database_back_before_allegro_answers_commits_on_retry(self, outage: Stack) -> None:
-        ids, key = await _link_accounts(outage)
-        await expire_access(outage.settings)
-        await outage.harness.fake.post(
-            "/__fake__/faults",
-            json={"endpoint": "token", "kind": "hold", "count": ACCOUNTS},
-        )
-        in_flight = [asyncio.create_task(_token(outage, account_id, key)) for account_id in ids]
-        await _until_allegro_holds_every_refresh(outage)
+        accounts, in_flight = await _refreshes_held_at_allegro(outage)
         # A quick restart: the refreshes' connections (and row locks) are gone, the database is back.
         await outage.stop_database()
         await outage.start_database()
@@ -173,16 +172,9 @@ class TestDatabaseOutage:
         responses = await asyncio.gather(*in_flight)
         # The commit on the dead connection fails, and its retry on a new one succeeds.
         assert [r.status_code for r in responses] == [200] * ACCOUNTS, [r.text for r in responses]
-        for account_id, response in zip(ids, responses, strict=True):
-            assert (
-                response.json()["access_token"]
-                == (await stored_pair(outage.settings, account_id)).access_token
-            )
+        for account, response in zip(accounts, responses, strict=True):
+            assert response.json()["access_token"] == (await account.stored()).access_token
         await outage.wait_ready(str(outage.harness.service.base_url))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if all([(await stored_pair(outage.settings, a)).version == 2 for a in ids]):
-                break
-            await asyncio.sleep(0.2)
-        await _consistent(outage, ids, version=2)
-        assert await _refresh_calls(outage) == ACCOUNTS
+        await _until_stored(accounts, version=2)
+        await _consistent(accounts, version=2)
+        assert await refresh_calls(outage.harness) == ACCOUNTS

@@ -24,8 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tests.reliability.processes import ServiceProcess, serve_process
-from tests.reliability.support import PATIENT_WAITS, Linked
-from tests.support.factories import bearer
+from tests.support.tokens import PATIENT_WAITS, Linked
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -112,7 +111,7 @@ async def _ask(process: ServiceProcess, linked: Linked) -> asyncio.Task[httpx.Re
     async def request() -> httpx.Response | None:
         try:
             async with httpx.AsyncClient(base_url=process.url, timeout=30) as http:
-                return await http.get(f"/accounts/{linked.account_id}/token", headers=bearer(linked.key))
+                return await linked.token(via=http)
         except httpx.HTTPError:
             return None  # the process died under the request
 

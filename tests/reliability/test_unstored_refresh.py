@@ -23,9 +23,9 @@ from allegro_link.settings import Settings
 from tests.reliability.processes import serve_process
 from tests.reliability.proxy import CuttableProxy, cuttable_proxy
 from tests.reliability.stack import Stack, stack
-from tests.reliability.support import expire_access, stored_pair, works_at_allegro
 from tests.support.factories import bearer
 from tests.support.keys import new_api_key
+from tests.support.tokens import add_fault, expire_access, refresh_calls, stored_pair, works_at_allegro
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +47,9 @@ async def _token(base_url: str, account_id: str, key: str, **params: int) -> htt
         return await http.get(f"/accounts/{account_id}/token", params=params, headers=bearer(key))
 
 
-async def _refresh_calls(deployment: Stack) -> int:
-    calls: int = (await deployment.harness.stats())["token_calls"]["refresh_token"]
-    return calls
-
-
 async def _until_refresh_calls(deployment: Stack, count: int) -> None:
     deadline = time.monotonic() + 15
-    while await _refresh_calls(deployment) < count:
+    while await refresh_calls(deployment.harness) < count:
         assert time.monotonic() < deadline, "the refresh never reached Allegro"
         await asyncio.sleep(0.02)
 
@@ -94,7 +89,7 @@ async def _each_refreshes_with_its_stored_token(
     fake = deployment.harness.fake
     await fake.post("/__fake__/clock", json={"advance_seconds": GRACE + 1})
     await expire_access(deployment.settings)
-    calls = await _refresh_calls(deployment)
+    calls = await refresh_calls(deployment.harness)
     for account_id in ids:
         refreshed = await _token(base_url, account_id, key)
         assert refreshed.status_code == 200, refreshed.text
@@ -102,7 +97,7 @@ async def _each_refreshes_with_its_stored_token(
         assert stored.status == "active"
         assert refreshed.json()["access_token"] == stored.access_token
         assert await works_at_allegro(fake, stored.access_token)
-    assert await _refresh_calls(deployment) == calls + len(ids)
+    assert await refresh_calls(deployment.harness) == calls + len(ids)
 
 
 class TestRefreshNotYetStored:
@@ -130,10 +125,7 @@ class TestRefreshNotYetStored:
             # Valid for half an hour: A serves it as it is, B (asking for an hour) refreshes.
             await expire_access(deployment.settings, account, seconds_left=1800)
             killed = (await stored_pair(deployment.settings, account)).access_token
-            await fake.post(
-                "/__fake__/faults",
-                json={"endpoint": "token", "kind": "delay", "delay_seconds": ALLEGRO_DELAY},
-            )
+            await add_fault(fake, kind="delay", delay_seconds=ALLEGRO_DELAY)
             b_refresh = asyncio.create_task(_token(replica_b.url, account, key, min_valid_for=3600))
             await _until_refresh_calls(deployment, 1)
             # B committed its marker before calling Allegro: the marker is at most this old.

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.accounts.models import Account
-from allegro_link.db import create_sessionmaker, utcnow
+from allegro_link.db import utcnow
 from allegro_link.ops.metrics import Metrics
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
@@ -22,10 +21,14 @@ LONG_AGO = timedelta(days=60)
 
 
 @pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_async_engine(settings.database_url.get_secret_value())
-    yield create_sessionmaker(engine)
-    await engine.dispose()
+def audit(sessionmaker: async_sessionmaker[AsyncSession]) -> TokenAuditLog:
+    return TokenAuditLog(sessionmaker, Metrics())
+
+
+@pytest.fixture
+async def account(settings: Settings) -> Account:
+    """An account last used long ago."""
+    return await insert_account(settings, last_used_at=utcnow() - LONG_AGO)
 
 
 def _hand_out(audit: TokenAuditLog, account_id: uuid.UUID) -> None:
@@ -50,10 +53,8 @@ async def _issues(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
 
 class TestUses:
     async def test_last_used_at_moves_at_the_flush_not_at_the_read(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+        self, account: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
-        account = await insert_account(settings, last_used_at=utcnow() - LONG_AGO)
-        audit = TokenAuditLog(sessionmaker, Metrics())
         handed_out_after = utcnow()
         _hand_out(audit, account.id)
         _hand_out(audit, account.id)
@@ -63,10 +64,8 @@ class TestUses:
         assert await _last_used(sessionmaker, account.id) >= handed_out_after
 
     async def test_a_row_held_by_a_refresh_is_skipped_and_written_by_a_later_flush(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+        self, account: Account, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
-        account = await insert_account(settings, last_used_at=utcnow() - LONG_AGO)
-        audit = TokenAuditLog(sessionmaker, Metrics())
         handed_out_after = utcnow()
         _hand_out(audit, account.id)
 
@@ -84,11 +83,10 @@ class TestUses:
         assert await _last_used(sessionmaker, account.id) >= handed_out_after
 
     async def test_a_use_never_moves_last_used_at_back(
-        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+        self, settings: Settings, audit: TokenAuditLog, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
         later = utcnow() + timedelta(minutes=5)  # e.g. a keep-alive call another replica just made
         account = await insert_account(settings, last_used_at=later)
-        audit = TokenAuditLog(sessionmaker, Metrics())
         _hand_out(audit, account.id)
         await audit.flush()
         assert await _last_used(sessionmaker, account.id) == later

@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from allegro_link.fake_allegro.config import FakeAllegroConfig
 from allegro_link.fake_allegro.controls import ControlRoutes
 from allegro_link.fake_allegro.faults import CONNECTION_SCOPE_KEY, connection_of
-from allegro_link.fake_allegro.routes_api import api_router
+from allegro_link.fake_allegro.routes_api import ApiRoutes
 from allegro_link.fake_allegro.routes_oauth import OAuthRoutes
 from allegro_link.fake_allegro.store import FakeStore
 from allegro_link.fake_allegro.tokens import TokenSigner, generate_signing_key
@@ -23,7 +23,7 @@ class FakeAllegroApp:
         self.store = FakeStore(config, signer)
         api = FastAPI(title="Fake Allegro", docs_url=None, redoc_url=None, openapi_url=None)
         api.include_router(OAuthRoutes(self.store).router())
-        api.include_router(api_router(self.store, config.me_required_scope))
+        api.include_router(ApiRoutes(self.store, config.me_required_scope).router())
         if config.controls_enabled:
             api.include_router(ControlRoutes(self.store).router())
         self.api: ASGIApp = api

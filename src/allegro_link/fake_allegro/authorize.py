@@ -12,21 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from allegro_link.fake_allegro.config import ALL_SCOPES, FakeClient
+from allegro_link.fake_allegro.params import AUTHORIZE_PARAMS
 from allegro_link.fake_allegro.pkce import is_valid_challenge
 
-# Everything else in the query is the client's own and is handed back on the redirect.
-OAUTH_PARAMS = frozenset(
-    {
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "state",
-        "scope",
-        "prompt",
-        "code_challenge",
-        "code_challenge_method",
-    }
-)
 # Relative, so that a browser on the fake stays on the fake; Allegro sends it to its own host (§2).
 INVALID_SCOPE_PATH = "/auth/oauth/"
 
@@ -82,7 +70,7 @@ def parse_authorize(pairs: Pairs, find_client: Callable[[str], FakeClient | None
     params: dict[str, str] = {}
     extra: list[tuple[str, str]] = []
     for name, value in pairs:
-        if name in OAUTH_PARAMS:
+        if name in AUTHORIZE_PARAMS:
             params.setdefault(name, value)
         else:
             extra.append((name, value))

@@ -67,19 +67,10 @@ from allegro_link.fake_allegro.authorize import AuthorizeErrorPage, AuthorizeErr
 from allegro_link.fake_allegro.config import ALL_SCOPES, FakeClient
 from allegro_link.fake_allegro.faults import Fault
 from allegro_link.fake_allegro.models import User, UserConflict
+from allegro_link.fake_allegro.params import AUTHORIZE_PARAMS
 from allegro_link.fake_allegro.store import FakeStore
 
 DEFAULT_DELAYS = {"timeout": 30.0, "delay": 1.0, "hold": 30.0}
-AUTHORIZE_QUERY_FIELDS = {
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "state",
-    "scope",
-    "prompt",
-    "code_challenge",
-    "code_challenge_method",
-}
 
 
 class _Body(BaseModel):
@@ -131,6 +122,7 @@ class ClientIn(_Body):
 
 
 class AuthorizeIn(_Body):
+    # The authorization request's parameters (params.AUTHORIZE_PARAMS), and the shortcut's own.
     client_id: str
     redirect_uri: str
     login: Annotated[str, Field(min_length=1, max_length=64)]
@@ -150,20 +142,19 @@ class ControlRoutes:
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/__fake__")
-        add = router.add_api_route
-        add("/users", self.create_user, methods=["POST"], status_code=201)
-        add("/users/{login}", self.get_user, methods=["GET"])
-        add("/users/{login}/revoke", self.revoke, methods=["POST"])
-        add("/users/{login}/expire", self.expire, methods=["POST"])
-        add("/faults", self.add_fault, methods=["POST"], status_code=201)
-        add("/faults", self.clear_faults, methods=["DELETE"], status_code=204)
-        add("/faults/release", self.release_faults, methods=["POST"], status_code=204)
-        add("/clock", self.clock, methods=["GET"])
-        add("/clock", self.advance_clock, methods=["POST"])
-        add("/stats", self.stats, methods=["GET"])
-        add("/reset", self.reset, methods=["POST"], status_code=204)
-        add("/clients", self.register_client, methods=["POST"], status_code=201)
-        add("/authorize", self.authorize, methods=["POST"], response_model=None)
+        router.add_api_route("/users", self.create_user, methods=["POST"], status_code=201)
+        router.add_api_route("/users/{login}", self.get_user, methods=["GET"])
+        router.add_api_route("/users/{login}/revoke", self.revoke, methods=["POST"])
+        router.add_api_route("/users/{login}/expire", self.expire, methods=["POST"])
+        router.add_api_route("/faults", self.add_fault, methods=["POST"], status_code=201)
+        router.add_api_route("/faults", self.clear_faults, methods=["DELETE"], status_code=204)
+        router.add_api_route("/faults/release", self.release_faults, methods=["POST"], status_code=204)
+        router.add_api_route("/clock", self.clock, methods=["GET"])
+        router.add_api_route("/clock", self.advance_clock, methods=["POST"])
+        router.add_api_route("/stats", self.stats, methods=["GET"])
+        router.add_api_route("/reset", self.reset, methods=["POST"], status_code=204)
+        router.add_api_route("/clients", self.register_client, methods=["POST"], status_code=201)
+        router.add_api_route("/authorize", self.authorize, methods=["POST"], response_model=None)
         return router
 
     def _known_user(self, login: str) -> User:
@@ -260,7 +251,7 @@ class ControlRoutes:
 
     async def authorize(self, body: AuthorizeIn) -> Response | dict[str, object]:
         """The authorize flow without HTML: log in as `login` and consent (or cancel)."""
-        fields = body.model_dump(include=AUTHORIZE_QUERY_FIELDS)
+        fields = body.model_dump(include=set(AUTHORIZE_PARAMS))
         pairs = [(name, value) for name, value in fields.items() if isinstance(value, str)]
         pairs += list(body.extra.items())
         try:

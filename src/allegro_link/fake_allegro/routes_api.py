@@ -11,24 +11,28 @@ from allegro_link.fake_allegro.responses import ALLEGRO_JSON, OAUTH_JSON, json_r
 from allegro_link.fake_allegro.store import FakeStore
 
 
-def api_router(store: FakeStore, required_scope: str | None) -> APIRouter:
-    router = APIRouter()
+class ApiRoutes:
+    def __init__(self, store: FakeStore, required_scope: str | None) -> None:
+        self.store = store
+        self.required_scope = required_scope
 
-    @router.get("/me")
-    async def me(request: Request) -> Response:
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_route("/me", self.me, methods=["GET"])
+        return router
+
+    async def me(self, request: Request) -> Response:
         """The user the access token belongs to."""
-        store.count_me_call()
-        fault = store.take_fault("me")
+        self.store.count_me_call()
+        fault = self.store.take_fault("me")
         if fault is not None:
             faulted = await apply_fault(fault, "me", request)
             if faulted is not None:
                 return faulted
-        response = _me(store, request, required_scope)
+        response = _me(self.store, request, self.required_scope)
         # API responses carry a Trace-Id (support asks for it); the token endpoint's do not.
         response.headers["Trace-Id"] = uuid.uuid4().hex
         return damaged(fault, response)
-
-    return router
 
 
 def _me(store: FakeStore, request: Request, required_scope: str | None) -> Response:

@@ -18,6 +18,7 @@ from allegro_link.fake_allegro.authorize import (
 )
 from allegro_link.fake_allegro.faults import apply_fault, damaged
 from allegro_link.fake_allegro.models import InvalidGrant, IssuedTokens, Unauthorized
+from allegro_link.fake_allegro.params import TokenForm
 from allegro_link.fake_allegro.responses import (
     NO_STORE,
     OAUTH_JSON,
@@ -135,41 +136,36 @@ class OAuthRoutes:
 
     async def token(self, request: Request) -> Response:
         """The token endpoint: authorization_code and refresh_token grants."""
-        params = await read_form(request)
+        form = TokenForm.parse(await read_form(request))
         # Counted on arrival, so calls that a fault then fails still show in the stats.
-        self.store.count_token_call(params.get("grant_type"), params.get("refresh_token"))
+        self.store.count_token_call(form.grant_type, form.refresh_token)
         fault = self.store.take_fault("token")
         if fault is not None:
             faulted = await apply_fault(fault, "token", request)
             if faulted is not None:
                 return faulted
-        return damaged(fault, self._grant(request, params))
+        return damaged(fault, self._grant(request, form))
 
-    def _grant(self, request: Request, params: dict[str, str]) -> Response:
-        grant_type = params.get("grant_type")
-        client_id, public = _authenticate(
-            self.store, request.headers.get("authorization"), params, grant_type
-        )
+    def _grant(self, request: Request, form: TokenForm) -> Response:
+        grant_type = form.grant_type
+        client_id, public = _authenticate(self.store, request.headers.get("authorization"), form)
         if client_id is None:
             return oauth_error(401, "Unauthorized", "Unauthorized")
         if not grant_type:
             return oauth_error(400, "invalid_request", "OAuth 2.0 Parameter: grant_type")
         try:
             if grant_type == "authorization_code":
-                code = params.get("code")
-                if not code:
+                if not form.code:
                     return oauth_error(400, "invalid_request", "An authorization code must be supplied.")
                 issued = self.store.exchange_code(
                     client_id=client_id,
-                    code=code,
-                    redirect_uri=params.get("redirect_uri"),
-                    code_verifier=params.get("code_verifier"),
+                    code=form.code,
+                    redirect_uri=form.redirect_uri,
+                    code_verifier=form.code_verifier,
                     public=public,
                 )
             elif grant_type == "refresh_token":
-                issued = self.store.refresh(
-                    client_id=client_id, refresh_token=params.get("refresh_token", "")
-                )
+                issued = self.store.refresh(client_id=client_id, refresh_token=form.refresh_token or "")
             else:
                 return oauth_error(400, "unsupported_grant_type", f"Unsupported grant type: {grant_type}")
         except InvalidGrant as exc:
@@ -187,9 +183,7 @@ def _page_url(parsed: AuthorizeRequest) -> str:
     return f"{pages.AUTHORIZE_PATH}?{parsed.query}"
 
 
-def _authenticate(
-    store: FakeStore, authorization: str | None, params: dict[str, str], grant_type: str | None
-) -> tuple[str | None, bool]:
+def _authenticate(store: FakeStore, authorization: str | None, form: TokenForm) -> tuple[str | None, bool]:
     """(client id, public) of the caller, or (None, False) when it is not authenticated."""
     if authorization is not None:
         credentials = _basic_credentials(authorization)
@@ -197,13 +191,13 @@ def _authenticate(
             return None, False
         client = store.authenticate_client(*credentials)
         # A client_id in the body must agree with the authenticated one.
-        if client is None or params.get("client_id", client.client_id) != client.client_id:
+        if client is None or (form.client_id is not None and form.client_id != client.client_id):
             return None, False
         return client.client_id, False
     # The PKCE variant from the tutorial: no secret, client_id and code_verifier in the body. Codes
     # only; the store also refuses it for a code issued without a challenge.
-    client_id = params.get("client_id", "")
-    if grant_type == "authorization_code" and params.get("code_verifier") and store.client(client_id):
+    client_id = form.client_id or ""
+    if form.grant_type == "authorization_code" and form.code_verifier and store.client(client_id):
         return client_id, True
     return None, False
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +55,8 @@ class TokenAuditLog:
         flush_interval: float = 1.0,
         batch_size: int = 1000,
         max_buffer: int = 100_000,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -64,6 +67,8 @@ class TokenAuditLog:
         self._uses: dict[uuid.UUID, datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._clock = clock
+        self._sleep = sleep
 
     def record(
         self,
@@ -76,7 +81,7 @@ class TokenAuditLog:
     ) -> None:
         if len(self._buffer) == self._buffer.maxlen:
             self._metrics.token_audit_dropped.inc()
-        now = utcnow()
+        now = self._clock()
         self._buffer.append(IssueRecord(account_id, api_key_id, api_key_name, token_version, refreshed, now))
         self._uses[account_id] = now
 
@@ -133,7 +138,7 @@ class TokenAuditLog:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._flush_interval)
+            await self._sleep(self._flush_interval)
             try:
                 await self.flush()
             except Exception as exc:

@@ -1,4 +1,5 @@
-"""A linked account seen from outside: its token endpoint, its stored pair, and the fake Allegro."""
+"""The token path seen from outside: a linked account's token endpoint, its stored pair, and what the fake
+Allegro saw. One helper set for the token, reliability and deployment tests."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import utcnow
 from allegro_link.settings import Settings
 from tests.support.factories import bearer, owner_token
+from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 
 ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
@@ -40,14 +42,20 @@ class StoredPair:
     status: str
 
 
-async def stored_pair(settings: Settings, account_id: str) -> StoredPair:
-    """The account's row, decrypted, read straight from the database."""
+async def stored_row(settings: Settings, account_id: str) -> Account:
+    """The account's row, read straight from the database (its token columns still sealed)."""
     engine = create_async_engine(settings.database_url.get_secret_value())
     try:
         async with engine.connect() as connection:
             row = (await connection.execute(select(Account).where(Account.id == uuid.UUID(account_id)))).one()
     finally:
         await engine.dispose()
+    return Account(**row._mapping)
+
+
+async def stored_pair(settings: Settings, account_id: str) -> StoredPair:
+    """The account's row, decrypted, read straight from the database."""
+    row = await stored_row(settings, account_id)
     vault = TokenVault(KeyRing(settings.encryption_key_ring))
     account_uuid = uuid.UUID(account_id)
 
@@ -78,14 +86,29 @@ async def expire_access(settings: Settings, account_id: str | None = None, secon
 
 
 async def works_at_allegro(fake: httpx.AsyncClient, access_token: str | None) -> bool:
+    """Whether the fake Allegro's `/me` accepts `access_token`."""
     if access_token is None:
         return False
     response = await fake.get("/me", headers={**ME_HEADERS, "Authorization": f"Bearer {access_token}"})
     return response.status_code == 200
 
 
+async def refresh_calls(harness: LinkHarness) -> int:
+    """The refresh_token grants the fake Allegro has received (counted on arrival, faulted ones too)."""
+    calls: int = (await harness.stats())["token_calls"]["refresh_token"]
+    return calls
+
+
+async def add_fault(fake: httpx.AsyncClient, endpoint: str = "token", **fault: Any) -> None:
+    """Queue a fault for the fake Allegro's next calls to `endpoint` (see `fake_allegro/controls.py`)."""
+    response = await fake.post("/__fake__/faults", json={"endpoint": endpoint, **fault})
+    assert response.status_code == 201, response.text
+
+
 @dataclass
 class Linked:
+    """A linked account and a service key that may read its token."""
+
     harness: LinkHarness
     account_id: str
     key: str
@@ -94,12 +117,32 @@ class Linked:
     def settings(self) -> Settings:
         return self.harness.settings
 
-    async def token(self, base_url: str | None = None, **params: Any) -> httpx.Response:
-        path = f"/accounts/{self.account_id}/token"
-        if base_url is None:
-            return await self.harness.service.get(path, params=params, headers=bearer(self.key))
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-            return await http.get(path, params=params, headers=bearer(self.key))
+    async def token(
+        self, query: str = "", *, via: httpx.AsyncClient | None = None, base_url: str = ""
+    ) -> httpx.Response:
+        """GET …/token (`query` e.g. "?min_valid_for=300"), from the harness's service unless `via`."""
+        http = via or self.harness.service
+        return await http.get(f"{base_url}/accounts/{self.account_id}/token{query}", headers=bearer(self.key))
+
+    async def access_token(self) -> str:
+        """The access token GET …/token serves now."""
+        response = await self.token()
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    async def refresh(self, body: dict[str, Any] | None = None) -> httpx.Response:
+        """POST …/token/refresh, with `body` (e.g. the rejected token) or none."""
+        return await self.harness.service.post(
+            f"/accounts/{self.account_id}/token/refresh", json=body, headers=bearer(self.key)
+        )
+
+    async def refreshed_token(self, body: dict[str, Any] | None = None) -> str:
+        """The access token POST …/token/refresh answers with."""
+        response = await self.refresh(body)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
 
     async def expire_access(self, seconds_left: float = -1) -> None:
         await expire_access(self.settings, self.account_id, seconds_left)
@@ -107,7 +150,11 @@ class Linked:
     async def stored(self) -> StoredPair:
         return await stored_pair(self.settings, self.account_id)
 
+    async def row(self) -> Account:
+        return await stored_row(self.settings, self.account_id)
+
     async def status(self) -> str:
+        """The account's status as its owner sees it through the API."""
         response = await self.harness.service.get(
             f"/accounts/{self.account_id}", headers=bearer(owner_token("owner-a"))
         )
@@ -115,12 +162,21 @@ class Linked:
         return status
 
     async def fault(self, endpoint: str = "token", **fault: Any) -> None:
-        response = await self.harness.fake.post("/__fake__/faults", json={"endpoint": endpoint, **fault})
-        assert response.status_code == 201, response.text
+        await add_fault(self.harness.fake, endpoint, **fault)
 
     async def refresh_calls(self) -> int:
-        calls: int = (await self.harness.stats())["token_calls"]["refresh_token"]
-        return calls
+        return await refresh_calls(self.harness)
 
     async def stored_pair_works(self) -> bool:
         return await works_at_allegro(self.harness.fake, (await self.stored()).access_token)
+
+
+async def link_account(
+    harness: LinkHarness, login: str = "Sprzedawca1", *, key_settings: Settings | None = None
+) -> Linked:
+    """Link `login` for owner-a through the whole flow, and create a `tokens:read` key (in the database
+    `key_settings` name, when the harness's own cannot be used for that)."""
+    response = await harness.link("owner-a", login)
+    assert response.status_code == 200, response.text
+    key = await new_api_key(key_settings or harness.settings, "tokens:read")
+    return Linked(harness, response.json()["account"]["id"], key)
