@@ -152,6 +152,21 @@ class Workload:
             headers=self.target.as_owner(owner),
         )
 
+    async def as_service(
+        self, http: httpx.AsyncClient, op: str, method: str, account_id: str, path: str, **kwargs: Any
+    ) -> httpx.Response | None:
+        """`method /accounts/{account_id}{path}` as an internal service; 200 expected."""
+        return await self.call(
+            http,
+            op,
+            method,
+            f"/accounts/{account_id}{path}",
+            ok=(200,),
+            account_id=account_id,
+            headers=self.target.as_service,
+            **kwargs,
+        )
+
     def _error(self, op: str, kind: str, *, expected: bool = False) -> None:
         # A 404 that raced with a delete is fine (the final check makes sure deleted ones stay gone);
         # so are 503s and dropped connections while the database restarts.
@@ -232,14 +247,8 @@ class Workload:
             return
         account_id, known = chosen
         min_valid = 300 if self.rng.random() < 0.8 else self.rng.randint(0, 1200)
-        response = await self.call(
-            clients.service,
-            "token",
-            "GET",
-            f"/accounts/{account_id}/token?min_valid_for={min_valid}",
-            ok=(200,),
-            account_id=account_id,
-            headers=self.target.as_service,
+        response = await self.as_service(
+            clients.service, "token", "GET", account_id, f"/token?min_valid_for={min_valid}"
         )
         if response is None or response.status_code != 200:
             return
@@ -263,15 +272,8 @@ class Workload:
             return
         account_id, known = chosen
         body = {"rejected_token": known.last_token} if known.last_token and self.rng.random() < 0.7 else None
-        response = await self.call(
-            clients.service,
-            "refresh",
-            "POST",
-            f"/accounts/{account_id}/token/refresh",
-            ok=(200,),
-            account_id=account_id,
-            json=body,
-            headers=self.target.as_service,
+        response = await self.as_service(
+            clients.service, "refresh", "POST", account_id, "/token/refresh", json=body
         )
         if response is not None and response.status_code == 200:
             known.last_token = response.json()["access_token"]
