@@ -104,10 +104,10 @@ def service_env(database_url: str, fake_url: str, redirect_uri: str) -> dict[str
     )
 
 
-def fake_env(service_env: dict[str, str], redirect_uri: str) -> dict[str, str]:
-    """`allegro-link fake-allegro` knowing the bench's client."""
+def fake_env(env: dict[str, str], redirect_uri: str) -> dict[str, str]:
+    """`allegro-link fake-allegro` knowing the bench's client (`env`: the service's)."""
     return {
-        **service_env,
+        **env,
         "ALLEGRO_LINK_FAKE_CLIENT_ID": CLIENT_ID,
         "ALLEGRO_LINK_FAKE_CLIENT_SECRET": CLIENT_SECRET,
         "ALLEGRO_LINK_FAKE_REDIRECT_URIS": redirect_uri,

@@ -7,6 +7,11 @@ one run and stops them all at the end.
 
 Everything here blocks. Async callers run the waits with `asyncio.to_thread`: a server they start may
 need their event loop while it starts or stops (a proxy a test runs in front of PostgreSQL, say).
+
+Why in the package (see also `allegro_link.devtools`): tests/, bench/ and scripts/ all run from the
+repository root with the package installed editable, and each with its own `sys.path` (pytest adds the
+root, `python bench/run.py` adds bench/, `python scripts/soak.py` scripts/), so the package is the one
+home all three import without path edits. Only the standard library is imported at import time.
 """
 
 from __future__ import annotations
@@ -115,12 +120,14 @@ def settings_env(settings: BaseSettings) -> dict[str, str]:
 def cli_argv(*args: str, src: Path | None = None) -> list[str]:
     """`allegro-link ARGS` in this interpreter; from another source tree `src` (e.g. the code before a
     change) if given."""
+    # -P: the caller's working directory stays off the child's sys.path (the bench runs its servers
+    # from bench/, whose modules have names like `common` and `report`), as with the console script.
     if src is None:
-        return [sys.executable, "-m", "allegro_link.cli", *args]
+        return [sys.executable, "-P", "-m", "allegro_link.cli", *args]
     bootstrap = (
         f"import sys; sys.path.insert(0, {str(src)!r}); from allegro_link.cli import main; sys.exit(main())"
     )
-    return [sys.executable, "-c", bootstrap, *args]
+    return [sys.executable, "-P", "-c", bootstrap, *args]
 
 
 def serve_argv(port: int, *, src: Path | None = None) -> list[str]:
@@ -212,7 +219,8 @@ class ServerProcess:
             self.popen.wait()
 
     def wait_exit(self, within: float) -> int:
-        """The exit status (minus the signal number if a signal ended it); TimeoutExpired after `within`."""
+        """The exit status (the signal's number, negated, if a signal ended it); TimeoutExpired after
+        `within` seconds."""
         return self.popen.wait(timeout=within)
 
     def stop(self, within: float = STOP_TIMEOUT) -> None:
