@@ -26,8 +26,8 @@ dev: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests migrations clients
-	$(BIN)/ruff check src tests migrations clients
+	$(BIN)/ruff format --check src tests migrations clients bench scripts
+	$(BIN)/ruff check src tests migrations clients bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

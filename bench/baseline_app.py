@@ -27,7 +27,7 @@ ROW = text("SELECT * FROM accounts WHERE id = :id")
 
 
 def create_app() -> FastAPI:
-    engine = create_engine(DatabaseSettings())  # type: ignore[call-arg]
+    engine = create_engine(DatabaseSettings())
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager

@@ -1,11 +1,13 @@
-"""Plumbing for the benchmark: a throw-away database, server processes, wrk, memory readings.
+"""Plumbing for the benchmark: a throw-away database, the service's settings, wrk, /proc readings.
 
-Everything listens on 127.0.0.1. Every process started here is stopped by `Processes.close()`, and the
+Everything listens on 127.0.0.1. Servers are started and stopped by the harness the tests and the soak
+use too (`allegro_link.devtools.processes`); every one is stopped by `Processes.close()`, and the
 database is dropped by `BenchDatabase.drop()`; `run.py` calls both from `finally`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,23 +15,22 @@ import platform
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
+
+from allegro_link.demo.owner_token import OwnerTokenMinter
+from allegro_link.devtools.processes import HOST, ServerProcess, child_env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 # The PostgreSQL server the bench creates its database on (trust auth on this machine).
 PG_SERVER_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -37,13 +38,7 @@ CLIENT_ID = "allegro-link-bench"
 CLIENT_SECRET = "allegro-link-bench-secret"  # noqa: S105 - valid only on the fake Allegro
 OWNER_JWT_SECRET = "bench-owner-jwt-secret-0123456789-abcdef"  # noqa: S105 - bench only
 RETURN_ALLOWLIST = "https://panel.example.com/allegro/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+OWNER_JWT_LIFETIME_SECONDS = 24 * 3600
 
 
 def log(message: str) -> None:
@@ -79,8 +74,6 @@ class BenchDatabase:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
     def _admin(self, statement: str) -> None:
-        import asyncio
-
         async def run() -> None:
             connection = await asyncpg.connect(self.server_dsn)
             try:
@@ -91,11 +84,10 @@ class BenchDatabase:
         asyncio.run(run())
 
 
-def service_env(database_url: str, fake_url: str, redirect_uri: str, **extra: str) -> dict[str, str]:
+def service_env(database_url: str, fake_url: str, redirect_uri: str) -> dict[str, str]:
     """`allegro-link serve` with production settings: JSON logs at INFO, keep-alive on, defaults."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLEGRO_LINK_")}
     key = base64.b64encode(b"b" * 32).decode()
-    env.update(
+    return child_env(
         {
             "ALLEGRO_LINK_DATABASE_URL": database_url,
             "ALLEGRO_LINK_ENCRYPTION_KEYS": f"bench1:{key}",
@@ -110,107 +102,52 @@ def service_env(database_url: str, fake_url: str, redirect_uri: str, **extra: st
             "ALLEGRO_LINK_LOG_JSON": "true",
         }
     )
-    env.update(extra)
-    return env
 
 
-def owner_jwt(owner_id: str, lifetime: int = 24 * 3600) -> str:
-    import jwt
+def fake_env(env: dict[str, str], redirect_uri: str) -> dict[str, str]:
+    """`allegro-link fake-allegro` knowing the bench's client (`env`: the service's)."""
+    return {
+        **env,
+        "ALLEGRO_LINK_FAKE_CLIENT_ID": CLIENT_ID,
+        "ALLEGRO_LINK_FAKE_CLIENT_SECRET": CLIENT_SECRET,
+        "ALLEGRO_LINK_FAKE_REDIRECT_URIS": redirect_uri,
+    }
 
-    now = int(time.time())
-    return jwt.encode({"sub": owner_id, "iat": now, "exp": now + lifetime}, OWNER_JWT_SECRET, "HS256")
+
+def migrate_and_create_key(env: dict[str, str], name: str, *scopes: str) -> str:
+    """Migrate the service's database and create an API key with `scopes`; returns the key."""
+    run_cli("migrate", env=env)
+    created = run_cli(
+        "api-keys", "create", "--name", name, *(f"--scope={scope}" for scope in scopes), env=env
+    )
+    return created.strip().splitlines()[-1]
+
+
+def owner_jwt(owner_id: str) -> str:
+    return OwnerTokenMinter(OWNER_JWT_SECRET).mint(owner_id, OWNER_JWT_LIFETIME_SECONDS).token
 
 
 # -- processes --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def status_kb(self, field_name: str) -> int:
-        """A `VmRSS`/`VmHWM` reading from /proc, in KiB (0 once the process is gone)."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
-
-    def cpu_seconds(self) -> float:
-        try:
-            parts = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(parts[11]) + int(parts[12])) / ticks
+def status_kb(process: ServerProcess, field_name: str) -> int:
+    """A `VmRSS`/`VmHWM` reading from /proc, in KiB (0 once the process is gone)."""
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
-@dataclass
-class Processes:
-    workdir: Path
-    started: list[Proc] = field(default_factory=list)
-
-    def start(
-        self, name: str, argv: list[str], *, env: dict[str, str], port: int, ready_path: str = "/healthz"
-    ) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=BENCH_DIR,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, f"http://127.0.0.1:{port}", log_path)
-        self.started.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            if popen.poll() is not None:
-                raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(proc.url + ready_path, timeout=2).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self, proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            proc.popen.send_signal(signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(timeout=10)
-        if proc in self.started:
-            self.started.remove(proc)
-
-    def close(self) -> None:
-        for proc in list(reversed(self.started)):
-            self.stop(proc)
-
-
-def serve_argv(port: int, src: Path | None = None) -> list[str]:
-    """`allegro-link serve`; from another source tree `src` (e.g. the code before a change) if given."""
-    if src is None:
-        return [str(BIN / "allegro-link"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    bootstrap = (
-        f"import sys; sys.path.insert(0, {str(src)!r}); from allegro_link.cli import main; sys.exit(main())"
-    )
-    return [sys.executable, "-c", bootstrap, "serve", "--host", "127.0.0.1", "--port", str(port)]
+def cpu_seconds(process: ServerProcess) -> float:
+    try:
+        parts = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(parts[11]) + int(parts[12])) / ticks
 
 
 def baseline_argv(port: int) -> list[str]:
@@ -224,7 +161,7 @@ def baseline_argv(port: int) -> list[str]:
         "--app-dir",
         str(BENCH_DIR),
         "--host",
-        "127.0.0.1",
+        HOST,
         "--port",
         str(port),
         "--no-access-log",
@@ -232,6 +169,10 @@ def baseline_argv(port: int) -> list[str]:
         "warning",
         "--no-server-header",
     ]
+
+
+def static_argv(port: int) -> list[str]:
+    return [sys.executable, str(BENCH_DIR / "static_server.py"), str(port)]
 
 
 def temp_workdir() -> Path:
@@ -246,15 +187,22 @@ def ensure_wrk() -> str:
     if found:
         return found
     log("wrk is missing: installing it with apt-get")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+    _apt_get("install", "-y", "-qq", "wrk", check=False)
     found = shutil.which("wrk")
     if not found:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        _apt_get("update", "-qq")
+        _apt_get("install", "-y", "-qq", "wrk")
         found = shutil.which("wrk")
     if not found:
         raise RuntimeError("wrk could not be installed")
     return found
+
+
+def _apt_get(*args: str, check: bool = True) -> None:
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        raise RuntimeError("wrk is missing, and there is no apt-get to install it with")
+    subprocess.run([apt_get, *args], check=check)  # noqa: S603 - Debian's apt-get, fixed arguments
 
 
 @dataclass(frozen=True)
@@ -287,7 +235,7 @@ def run_wrk(
     """
     wrk = ensure_wrk()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    completed = subprocess.run(
+    completed = subprocess.run(  # noqa: S603 - wrk with our own arguments
         [
             wrk,
             f"-t{min(threads, connections)}",

@@ -20,13 +20,14 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import BIN, BenchDatabase, service_env, temp_workdir
+from common import BenchDatabase, migrate_and_create_key, service_env, temp_workdir
 from seed import seed_accounts
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -156,53 +157,51 @@ def main() -> int:
     work = temp_workdir()
     db = BenchDatabase.create()
     try:
-        env = service_env(db.sqlalchemy_url, "http://127.0.0.1:9", "http://127.0.0.1:9/oauth/callback")
-        env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
-        subprocess.run([str(BIN / "allegro-link"), "migrate"], env=env, check=True, capture_output=True)
-        created = subprocess.run(
-            [str(BIN / "allegro-link"), "api-keys", "create", "--name", "cpu", "--scope", "tokens:read"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
-        ids = asyncio.run(seed_accounts(db.dsn, env["ALLEGRO_LINK_ENCRYPTION_KEYS"], 0, options.accounts))
-        random.Random(1).shuffle(ids)
-        (work / "requests.txt").write_text("".join(f"/accounts/{i}/token\t{key}\n" for i in ids))
-
-        results: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        for _ in range(options.reps):  # interleaved, so that drifts hit every variant alike
-            for name, (app_name, patches) in VARIANTS.items():
-                completed = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        app_name,
-                        ",".join(patches),
-                        "--work",
-                        str(work),
-                        "--requests",
-                        str(options.requests),
-                        "--concurrency",
-                        str(options.concurrency),
-                    ],
-                    env={**env, "PYTHONPATH": str(Path(__file__).parent)},
-                    check=False,
-                    capture_output=True,
-                    text=True,
-                )
-                if completed.returncode != 0:
-                    raise RuntimeError(f"{name}: {completed.stderr[-3000:]}")
-                results[name].append(json.loads(completed.stdout.strip().splitlines()[-1])["cpu_us"])
+        env = _prepare(db, work, options.accounts)
+        results = _measure(options, work, env)
     finally:
         db.drop()
+        shutil.rmtree(work, ignore_errors=True)
+    _print_table(results, options.reps)
+    return 0
 
+
+def _prepare(db: BenchDatabase, work: Path, accounts: int) -> dict[str, str]:
+    """The service's settings (returned), its database with `accounts` accounts, the request list."""
+    env = service_env(db.sqlalchemy_url, "http://127.0.0.1:9", "http://127.0.0.1:9/oauth/callback")
+    env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
+    key = migrate_and_create_key(env, "cpu", "tokens:read")
+    ids = asyncio.run(seed_accounts(db.dsn, env["ALLEGRO_LINK_ENCRYPTION_KEYS"], 0, accounts))
+    random.Random(1).shuffle(ids)  # noqa: S311 - the same order in every run, not security
+    (work / "requests.txt").write_text("".join(f"/accounts/{i}/token\t{key}\n" for i in ids))
+    return env
+
+
+def _measure(options: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, list[float]]:
+    """CPU µs per request of each variant, `options.reps` times, interleaved so that drifts hit all alike."""
+    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(options.reps):
+        for name, (app_name, patches) in VARIANTS.items():
+            argv = [sys.executable, __file__, "--child", app_name, ",".join(patches), "--work", str(work)]
+            argv += ["--requests", str(options.requests), "--concurrency", str(options.concurrency)]
+            completed = subprocess.run(  # noqa: S603 - this script, in this interpreter
+                argv,
+                env={**env, "PYTHONPATH": str(Path(__file__).parent)},
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if completed.returncode != 0:
+                raise RuntimeError(f"{name}: {completed.stderr[-3000:]}")
+            results[name].append(json.loads(completed.stdout.strip().splitlines()[-1])["cpu_us"])
+    return results
+
+
+def _print_table(results: dict[str, list[float]], reps: int) -> None:
     base = min(results["baseline"])
     ours = min(results["ours"])
     when = time.strftime("%Y-%m-%d %H:%M")
-    print(f"CPU per fresh-token request, in process (lowest of {options.reps}; {when}):")
+    print(f"CPU per fresh-token request, in process (lowest of {reps}; {when}):")
     print()
     print("| app | µs per request | vs baseline | what the step costs |")
     print("|---|---:|---:|---:|")
@@ -212,7 +211,6 @@ def main() -> int:
         print(f"| {name} | {cost:.0f} | {cost / base:.2f} | {step} |")
     print()
     print(f"load average {os.getloadavg()[0]:.1f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The keep-alive sweep's candidate query, captured as the service sends it, and its plan.
 
 `sweep_once` runs against the bench database with a listener that records the statement and its
-parameters; that exact statement is then EXPLAIN ANALYZEd, once as configured (14-day window) and
+parameters; that exact statement is then EXPLAIN ANALYZEd, once as configured (the default 14-day window) and
 once with a window wide enough that a large share of the accounts is due.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +17,28 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from allegro_link.db import create_engine, create_sessionmaker
-from allegro_link.settings import DatabaseSettings
+from allegro_link.settings import DatabaseSettings, Settings
 from allegro_link.tokens.keepalive import RateLimiter, sweep_once
+
+# The keep-alive as `allegro-link serve` runs it by default.
+CONFIGURED_WINDOW_DAYS = float(Settings.model_fields["keepalive_window_days"].default)
+CONFIGURED_RATE_PER_MINUTE = int(Settings.model_fields["keepalive_max_per_minute"].default)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The candidate query's plan with a window of `window_days`."""
+
+    window_days: float
+    due_accounts: int
+    nodes: list[str]
+    uses_index: bool
+    seq_scan: bool
+    execution_ms: float
 
 
 async def capture_sweep_query(sqlalchemy_url: str) -> tuple[str, tuple[Any, ...]]:
-    engine: AsyncEngine = create_engine(DatabaseSettings(database_url=sqlalchemy_url), pool_size=1)  # type: ignore[arg-type]
+    engine: AsyncEngine = create_engine(DatabaseSettings(database_url=sqlalchemy_url), pool_size=1)
     captured: list[tuple[str, tuple[Any, ...]]] = []
 
     def remember(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
@@ -34,10 +51,11 @@ async def capture_sweep_query(sqlalchemy_url: str) -> tuple[str, tuple[Any, ...]
         refreshed = await sweep_once(
             create_sessionmaker(engine),
             None,  # type: ignore[arg-type]
-            window=timedelta(days=14),
-            limiter=RateLimiter(600),
+            window=timedelta(days=CONFIGURED_WINDOW_DAYS),
+            limiter=RateLimiter(CONFIGURED_RATE_PER_MINUTE),
         )
-        assert refreshed == 0
+        if refreshed:
+            raise RuntimeError(f"the keep-alive sweep refreshed {refreshed} bench accounts")
     finally:
         await engine.dispose()
     if not captured:
@@ -54,7 +72,7 @@ def _nodes(plan: dict[str, Any]) -> list[str]:
 
 async def explain_sweep(
     dsn: str, statement: str, parameters: tuple[Any, ...], *, window_days: float
-) -> dict[str, Any]:
+) -> SweepPlan:
     now = datetime.now(UTC)
     params = list(parameters)
     # The statement compares the expiry with `now + window` (later than now) and with `now`.
@@ -74,11 +92,11 @@ async def explain_sweep(
         await connection.close()
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
     nodes = _nodes(plan["Plan"])
-    return {
-        "window_days": window_days,
-        "due_accounts": due,
-        "nodes": nodes,
-        "uses_index": any("Index" in n for n in nodes),
-        "seq_scan": any("Seq Scan" in n for n in nodes),
-        "execution_ms": plan["Execution Time"],
-    }
+    return SweepPlan(
+        window_days=window_days,
+        due_accounts=due,
+        nodes=nodes,
+        uses_index=any("Index" in n for n in nodes),
+        seq_scan=any("Seq Scan" in n for n in nodes),
+        execution_ms=plan["Execution Time"],
+    )

@@ -15,13 +15,16 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+
+from allegro_link.devtools.consent import consent, query_params
 from common import owner_jwt
 
 RETURN_TO = "https://panel.example.com/allegro/konta"
+ALLEGRO_DELAY_SECONDS = 0.05  # the fake's answer to each refresh during the storm
 
 
 async def link_accounts(service_url: str, fake_url: str, owner_id: str, count: int) -> list[str]:
@@ -37,25 +40,12 @@ async def link_accounts(service_url: str, fake_url: str, owner_id: str, count: i
                 "/accounts/authorize", json={"return_to": RETURN_TO}, headers=headers
             )
             started.raise_for_status()
-            query = {
-                k: v[0] for k, v in parse_qs(urlsplit(started.json()["authorization_url"]).query).items()
-            }
-            consent = await fake.post(
-                "/__fake__/authorize",
-                json={
-                    "client_id": query["client_id"],
-                    "redirect_uri": query["redirect_uri"],
-                    "login": f"Burza{n:03d}-{uuid.uuid4().hex[:6]}",
-                    "state": query["state"],
-                    "code_challenge": query["code_challenge"],
-                    "code_challenge_method": query["code_challenge_method"],
-                },
-            )
-            consent.raise_for_status()
-            callback = await service.get(f"/oauth/callback?{urlsplit(consent.json()['redirect']).query}")
+            login = f"Burza{n:03d}-{uuid.uuid4().hex[:6]}"
+            redirect = await consent(fake, started.json()["authorization_url"], login)
+            callback = await service.get(f"/oauth/callback?{urlsplit(redirect).query}")
             if callback.status_code != 303:
                 raise RuntimeError(f"callback answered {callback.status_code}: {callback.text}")
-            returned = {k: v[0] for k, v in parse_qs(urlsplit(callback.headers["location"]).query).items()}
+            returned = query_params(callback.headers["location"])
             completed = await service.post(
                 "/oauth/complete", json={"link_session": returned["link_session"]}, headers=headers
             )
@@ -120,7 +110,7 @@ async def storm(
     api_key: str,
     *,
     requests: int,
-    allegro_delay_seconds: float,
+    allegro_delay_seconds: float = ALLEGRO_DELAY_SECONDS,
 ) -> StormResult:
     await expire_access_tokens(dsn, account_ids)
     async with httpx.AsyncClient(base_url=fake_url, timeout=10) as fake:

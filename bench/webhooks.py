@@ -13,35 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass
 
-import httpx
-import uvicorn
-from common import BIN, BenchDatabase, free_port, log, service_env
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from allegro_link.accounts.events import EventType, NewEvent, append_events  # noqa: E402
-from allegro_link.accounts.models import Account, AccountStatus, ReloginReason  # noqa: E402
-from allegro_link.db import create_sessionmaker, uuid7  # noqa: E402
+from allegro_link.accounts.events import EventType, NewEvent, append_events
+from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
+from allegro_link.db import create_sessionmaker, uuid7
+from allegro_link.devtools.processes import Processes, free_port, run_cli, serve_argv, serve_in_thread
+from common import BenchDatabase, log, service_env, temp_workdir
 
 BURST_EVENTS = 3000
 BURST_ACCOUNTS = 300
 BURST_TX = 20
 PACED_EVENTS = 400
 PACED_RATE = 20.0
-READY_TIMEOUT = 60.0
+BURST_WITHIN = 600.0  # seconds for every burst event to arrive: a bound for failing
+PACED_WITHIN = 120.0
 
 
 class Arrivals:
@@ -66,20 +63,6 @@ class Arrivals:
             await asyncio.sleep(0.05)
 
 
-def start_receiver(arrivals: Arrivals) -> tuple[str, uvicorn.Server]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(arrivals.app(), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}/hook", server
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run([str(BIN / "allegro-link"), *args], env=env, capture_output=True, text=True, check=True)
-    return done.stdout
-
-
 def account(owner: int) -> Account:
     return Account(
         id=uuid7(),
@@ -95,7 +78,24 @@ def event(of: Account) -> NewEvent:
     return NewEvent(of, EventType.RELOGIN_REQUIRED, "bench", {"reason": "grant_revoked"})
 
 
-async def burst(url: str, arrivals: Arrivals) -> dict[str, float]:
+@dataclass(frozen=True)
+class Burst:
+    events: int
+    commit_seconds: float
+    delivery_seconds: float
+    events_per_second: float
+
+
+@dataclass(frozen=True)
+class Paced:
+    events: int
+    rate_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def burst(url: str, arrivals: Arrivals) -> Burst:
     engine = create_async_engine(url, pool_size=4)
     sessionmaker = create_sessionmaker(engine)
     accounts = [account(n) for n in range(BURST_ACCOUNTS)]
@@ -107,18 +107,18 @@ async def burst(url: str, arrivals: Arrivals) -> dict[str, float]:
             ids.update(map(str, await append_events(session, batch)))
             await session.commit()
     committed = time.time()
-    await arrivals.wait_for(ids, 600)
+    await arrivals.wait_for(ids, BURST_WITHIN)
     await engine.dispose()
     last = max(arrivals.at[i] for i in ids)
-    return {
-        "events": BURST_EVENTS,
-        "commit_seconds": round(committed - started, 2),
-        "delivery_seconds": round(last - started, 2),
-        "events_per_second": round(BURST_EVENTS / (last - started), 1),
-    }
+    return Burst(
+        events=BURST_EVENTS,
+        commit_seconds=round(committed - started, 2),
+        delivery_seconds=round(last - started, 2),
+        events_per_second=round(BURST_EVENTS / (last - started), 1),
+    )
 
 
-async def paced(url: str, arrivals: Arrivals) -> dict[str, float]:
+async def paced(url: str, arrivals: Arrivals) -> Paced:
     engine = create_async_engine(url, pool_size=2)
     sessionmaker = create_sessionmaker(engine)
     committed_at: dict[str, float] = {}
@@ -129,55 +129,45 @@ async def paced(url: str, arrivals: Arrivals) -> dict[str, float]:
             await session.commit()
         committed_at[str(event_id)] = time.time()
         await asyncio.sleep(max(0.0, 1 / PACED_RATE - (time.monotonic() - tick)))
-    await arrivals.wait_for(set(committed_at), 120)
+    await arrivals.wait_for(set(committed_at), PACED_WITHIN)
     await engine.dispose()
     latencies = sorted((arrivals.at[i] - t) * 1000 for i, t in committed_at.items())
-    return {
-        "events": PACED_EVENTS,
-        "rate_per_second": PACED_RATE,
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1),
-        "max_ms": round(latencies[-1], 1),
-    }
+    return Paced(
+        events=PACED_EVENTS,
+        rate_per_second=PACED_RATE,
+        p50_ms=round(statistics.median(latencies), 1),
+        p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 1),
+        max_ms=round(latencies[-1], 1),
+    )
 
 
-async def main(db: BenchDatabase) -> dict[str, Any]:
+async def measure(url: str, arrivals: Arrivals) -> dict[str, Burst | Paced]:
+    log("burst")
+    found: dict[str, Burst | Paced] = {"burst": await burst(url, arrivals)}
+    log("paced")
+    found["paced"] = await paced(url, arrivals)
+    return found
+
+
+def main() -> int:
+    db = BenchDatabase.create()
+    workdir = temp_workdir()
     arrivals = Arrivals()
-    hook_url, receiver = start_receiver(arrivals)
-    port = free_port()
-    env = service_env(db.sqlalchemy_url, "http://127.0.0.1:9", f"http://127.0.0.1:{port}/oauth/callback")
-    service: subprocess.Popen[bytes] | None = None
     try:
-        run_cli(["migrate"], env)
-        run_cli(["webhooks", "add", "--url", hook_url], env)
-        argv = [str(BIN / "allegro-link"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        service = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-        async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while True:
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not become ready")
-                await asyncio.sleep(0.2)
-        log("burst")
-        results: dict[str, Any] = {"burst": await burst(db.sqlalchemy_url, arrivals)}
-        log("paced")
-        results["paced"] = await paced(db.sqlalchemy_url, arrivals)
-        return results
+        with serve_in_thread(arrivals.app()) as receiver, Processes(workdir) as processes:
+            port = free_port()
+            redirect_uri = f"http://127.0.0.1:{port}/oauth/callback"
+            env = service_env(db.sqlalchemy_url, "http://127.0.0.1:9", redirect_uri)
+            run_cli("migrate", env=env)
+            run_cli("webhooks", "add", "--url", f"{receiver}/hook", env=env)
+            processes.start("serve", serve_argv(port), port=port, env=env)
+            results = asyncio.run(measure(db.sqlalchemy_url, arrivals))
     finally:
-        if service is not None:
-            service.terminate()
-            service.wait(timeout=30)
-        receiver.should_exit = True
+        db.drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps({phase: asdict(figures) for phase, figures in results.items()}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    database = BenchDatabase.create()
-    try:
-        print(json.dumps(asyncio.run(main(database)), indent=2))
-    finally:
-        database.drop()
+    sys.exit(main())

@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from allegro_link.devtools.processes import wait_ready
 from allegro_link.embedded_pg import EmbeddedPostgres, asyncpg_dsn
 from allegro_link.fake_allegro import FakeAllegroConfig, FakeClient, create_fake_allegro_app
 from allegro_link.settings import Settings
@@ -52,17 +52,8 @@ class Stack:
         await asyncio.to_thread(self.postgres.start)
 
     async def wait_ready(self, base_url: str, within: float = 20.0) -> float:
-        """Seconds until /readyz answers 200."""
-        started = time.monotonic()
-        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        return time.monotonic() - started
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() - started < within, "the service did not become ready"
-                await asyncio.sleep(0.1)
+        """Seconds until /readyz answers 200 (NotReady after `within`)."""
+        return await asyncio.to_thread(wait_ready, f"{base_url.rstrip('/')}/readyz", within=within)
 
 
 @asynccontextmanager

@@ -23,7 +23,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from tests.reliability.processes import ServiceProcess, serve_process
+from allegro_link.devtools.processes import ServerProcess
+from tests.reliability.processes import serve_process
 from tests.support.tokens import PATIENT_WAITS, Linked
 from tests.support.waiting import until
 
@@ -36,7 +37,7 @@ WAITING_ON_LOCK = text(
 
 
 @asynccontextmanager
-async def _victim(linked: Linked) -> AsyncIterator[ServiceProcess]:
+async def _victim(linked: Linked) -> AsyncIterator[ServerProcess]:
     async with serve_process(linked.settings) as process:
         yield process
 
@@ -107,7 +108,7 @@ async def _waiting(linked: Linked, pattern: str) -> bool:
         await engine.dispose()
 
 
-async def _ask(process: ServiceProcess, linked: Linked) -> asyncio.Task[httpx.Response | None]:
+async def _ask(process: ServerProcess, linked: Linked) -> asyncio.Task[httpx.Response | None]:
     async def request() -> httpx.Response | None:
         try:
             async with httpx.AsyncClient(base_url=process.url, timeout=30) as http:
@@ -137,7 +138,7 @@ class TestKilledDuringARefresh:
             async with _locked(linked, "SELECT 1 FROM accounts WHERE id = :id FOR UPDATE"):
                 request = await _ask(victim, linked)
                 await _until(lambda: _waiting(linked, "SELECT%FOR UPDATE%"))
-                await victim.kill()
+                victim.kill()
             assert await request is None
         assert await linked.refresh_calls() == 0
         await _survivor_serves(linked, refresh_calls=1, version=2)
@@ -148,7 +149,7 @@ class TestKilledDuringARefresh:
             await linked.fault(kind="delay", delay_seconds=1.5)
             request = await _ask(victim, linked)
             await _until(lambda: _refresh_calls_at_least(linked, 1))
-            await victim.kill()
+            victim.kill()
             assert await request is None
         await asyncio.sleep(1.7)  # Allegro completes the refresh nobody hears about: tokens rotated
         stored = await linked.stored()
@@ -166,7 +167,7 @@ class TestKilledDuringARefresh:
                     request = await _ask(victim, linked)
                     await _until(lambda: _waiting(linked, "UPDATE accounts%"))
                     assert await linked.refresh_calls() == 1  # Allegro answered: the victim holds a new pair
-                    await victim.kill()
+                    victim.kill()
                 assert await request is None
             await _until(lambda: _row_free(linked))  # the dead client's backend rolls back
         assert (await linked.stored()).version == 1
@@ -187,7 +188,7 @@ class TestKilledDuringARefresh:
                 answered = request.result()
                 detail = "no answer" if answered is None else f"{answered.status_code} {answered.text}"
                 raise AssertionError(f"the victim answered without storing the pair: {detail}")
-            await victim.kill()
+            victim.kill()
             answered = await request
             assert answered is None or answered.status_code == 200
         await _survivor_serves(linked, refresh_calls=1, version=2)  # nothing left to repair
@@ -209,7 +210,7 @@ class TestGracefulShutdown:
             answered = await request
             assert answered is not None and answered.status_code == 200, victim.log()[-2000:]
             # uvicorn re-raises the signal once it has shut down cleanly, as process managers expect.
-            assert await victim.wait_exit(within=15) in (0, -signal.SIGTERM)
+            assert await asyncio.to_thread(victim.wait_exit, 15) in (0, -signal.SIGTERM)
             stored = await linked.stored()
             assert stored.version == 2
             assert stored.access_token == answered.json()["access_token"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
+from allegro_link.devtools.consent import consent, query_params
 from allegro_link.settings import Settings
 from tests.support.factories import bearer, owner_token
 
@@ -33,21 +34,7 @@ class LinkHarness:
 
     async def consent(self, authorization_url: str, login: str) -> str:
         """Log in at the fake Allegro as `login` and consent; returns the callback URL it redirects to."""
-        query = {k: v[0] for k, v in parse_qs(urlsplit(authorization_url).query).items()}
-        response = await self.fake.post(
-            "/__fake__/authorize",
-            json={
-                "client_id": query["client_id"],
-                "redirect_uri": query["redirect_uri"],
-                "login": login,
-                "state": query["state"],
-                "code_challenge": query["code_challenge"],
-                "code_challenge_method": query["code_challenge_method"],
-            },
-        )
-        assert response.status_code == 200, response.text
-        redirect: str = response.json()["redirect"]
-        return redirect
+        return await consent(self.fake, authorization_url, login)
 
     async def callback(self, callback_url: str) -> httpx.Response:
         parts = urlsplit(callback_url)
@@ -76,4 +63,4 @@ class LinkHarness:
 def returned_params(response: httpx.Response) -> dict[str, str]:
     location = response.headers["location"]
     assert location.startswith(RETURN_TO), location
-    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    return query_params(location)

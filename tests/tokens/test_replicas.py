@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,47 +15,26 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from allegro_link.app import create_app
+from allegro_link.devtools.processes import Processes, serve_argv
 from allegro_link.settings import Settings
 from tests.reliability.processes import service_env
 from tests.support.link import LinkHarness
-from tests.support.live import START_TIMEOUT, free_port, serve_in_thread
+from tests.support.live import free_port, serve_in_thread
 from tests.support.tokens import Linked, works_at_allegro
 
 
 @contextmanager
 def _service_processes(settings: Settings, count: int) -> Iterator[list[str]]:
-    ports = [free_port() for _ in range(count)]
-    processes = [
-        subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "allegro_link.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=service_env(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        for url, process in zip(urls, processes, strict=True):
-            while True:
-                assert process.poll() is None, "service process exited"
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "service process did not become ready"
-                time.sleep(0.1)
-        yield urls
-    finally:
+    with (
+        tempfile.TemporaryDirectory(prefix="allegro-link-replicas-") as logs,
+        Processes(Path(logs)) as started,
+    ):
+        env = service_env(settings)
+        ports = [free_port() for _ in range(count)]
+        processes = [started.spawn("serve", serve_argv(port), port=port, env=env) for port in ports]
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.wait_ready()
+        yield [process.url for process in processes]
 
 
 class TestSingleFlightAcrossProcesses:

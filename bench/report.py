@@ -1,0 +1,263 @@
+"""The Markdown block `make bench` writes into docs/performance.md: one section per phase, each target
+checked against the named constant below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from results import (
+    FEW_CLIENTS,
+    MANY_CLIENTS,
+    ByApp,
+    FreshTokens,
+    Loadgen,
+    Results,
+    Scale,
+    Storm,
+    StormRun,
+)
+from seed import OWNERS
+from storm import ALLEGRO_DELAY_SECONDS
+
+BEGIN_MARKER = "<!-- bench:results:begin -->"
+END_MARKER = "<!-- bench:results:end -->"
+
+# The targets. The ratios hold at TARGET_CLIENTS; at FEW_CLIENTS (the machine not saturated) both are
+# reported, not checked.
+TARGET_CLIENTS = MANY_CLIENTS
+MIN_THROUGHPUT_RATIO = 0.80  # ours / baseline requests per second
+MAX_P99_RATIO = 1.25  # ours / baseline p99 latency
+STORM_MAX_P99_MS = 500  # with exactly one refresh per account and no error
+MIN_GROWTH_RATIO = 0.80  # throughput at the largest size / at the smallest: flat within 20 %
+MIB = 1024  # KiB
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def render(results: Results, command: str) -> str:
+    """The whole block; a partial run (--storm-only, --fresh-only) has none."""
+    if results.loadgen is None or results.fresh is None or results.scale is None or results.storm is None:
+        raise ValueError("only a full run has a report")
+    names: list[str] = [n for n in ("ours", "before", "baseline") if n in results.fresh.largest.c64]
+    lines = [
+        *_header(results, command, names),
+        *_loadgen(results.loadgen),
+        *_fresh_token(results.fresh, names),
+        *_storm(results.storm),
+        *_scale(results, results.fresh, results.scale, names),
+        *_growth(results.fresh, names),
+        "",
+        f"Error-level lines in the service logs over the whole run: {results.storm.service_log_errors}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _header(results: Results, command: str, names: list[str]) -> list[str]:
+    m, options = results.machine, results.options
+    return [
+        f"Run on {results.date} with `{command}` ({results.wall_seconds / 60:.1f} min).",
+        "",
+        f"Machine: `nproc` = {m['nproc']}, CPU {m['cpu']}, {m['memory']} RAM, Linux {m['kernel']}, "
+        f"Python {m['python']}, PostgreSQL on 127.0.0.1:5432; load average at start "
+        f"{m['load_average_at_start']} (a shared VM: other work ran alongside).",
+        f"Each figure is the median of {options['reps']} interleaved runs of {options['duration']:g} s "
+        f"after a {options['warmup']:g} s warm-up per app. `ours` is `allegro-link serve` (one process, "
+        "production settings); `baseline` is bench/baseline_app.py"
+        + ("; `before` is the service as it was before this change" if "before" in names else "")
+        + ".",
+        "",
+    ]
+
+
+def _loadgen(loadgen: Loadgen) -> list[str]:
+    return [
+        "### Load generator",
+        "",
+        f"wrk (2 threads, {MANY_CLIENTS} connections, the same Lua request list) against a static uvloop "
+        "endpoint: "
+        f"**{loadgen.static_rps:,.0f} req/s**, p99 {loadgen.static_p99_ms:.2f} ms; wrk spends "
+        f"{loadgen.wrk_cpu_us_per_request:.0f} µs of CPU per request.",
+        "",
+    ]
+
+
+def _fresh_token(fresh: FreshTokens, names: list[str]) -> list[str]:
+    largest = fresh.largest
+    lines = [
+        f"### 1. Fresh token, {fresh.sizes[-1]:,} accounts",
+        "",
+        "| clients | app | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    checks: list[tuple[int, ByApp]] = [(MANY_CLIENTS, largest.c64)]
+    if largest.c4 is not None:
+        checks.append((FEW_CLIENTS, largest.c4))
+    for clients, by_app in checks:
+        for name in names:
+            s = by_app[name]
+            lines.append(_row(clients, name, f"{s.rps:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", s.errors))
+    lines += [
+        "",
+        f"| clients | throughput ours/baseline (target >= {MIN_THROUGHPUT_RATIO:.2f}) "
+        f"| p99 ours/baseline (target <= {MAX_P99_RATIO:.2f}) |",
+        "|---|---|---|",
+    ]
+    for clients, by_app in checks:
+        rps_ratio = by_app["ours"].rps / by_app["baseline"].rps
+        p99_ratio = by_app["ours"].p99_ms / by_app["baseline"].p99_ms
+        targeted = clients == TARGET_CLIENTS
+        rps_verdict = _verdict(rps_ratio >= MIN_THROUGHPUT_RATIO) if targeted else "reported"
+        p99_verdict = _verdict(p99_ratio <= MAX_P99_RATIO) if targeted else "reported"
+        lines.append(_row(clients, f"{rps_ratio:.2f} ({rps_verdict})", f"{p99_ratio:.2f} ({p99_verdict})"))
+    return lines
+
+
+def _storm_rows(runs: list[StormRun], label: str) -> list[str]:
+    return [
+        _row(
+            f"{label} {n}",
+            run.outcome.refreshes_at_fake,
+            f"{run.outcome.p50_ms:.0f}",
+            f"{run.outcome.p99_ms:.0f}",
+            f"{run.outcome.max_ms:.0f}",
+            run.outcome.errors,
+            run.outcome.distinct_tokens_per_account_max,
+            " / ".join(f"{v:.2f}" for v in [*run.cpu_seconds.values(), run.outcome.client_cpu_seconds]),
+        )
+        for n, run in enumerate(runs, 1)
+    ]
+
+
+def _storm(storm: Storm) -> list[str]:
+    cpu_names = " / ".join([*storm.runs[0].cpu_seconds, "load generator"]) if storm.runs else ""
+    storm_ok = all(
+        run.outcome.refreshes_at_fake == storm.accounts
+        and run.outcome.p99_ms < STORM_MAX_P99_MS
+        and run.outcome.errors == 0
+        for run in storm.runs
+    )
+    return [
+        "",
+        f"### 2. Refresh storm: {storm.requests} concurrent requests for {storm.accounts} expired "
+        "accounts over 2 processes, fake Allegro delaying each refresh by "
+        f"{ALLEGRO_DELAY_SECONDS * 1000:.0f} ms",
+        "",
+        f"| run | refreshes at Allegro (must be {storm.accounts}) | p50 ms | p99 ms "
+        f"(target < {STORM_MAX_P99_MS}) | max ms | errors | tokens per account | CPU s ({cpu_names}) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *_storm_rows(storm.runs, "ours"),
+        *_storm_rows(storm.before_runs or [], "before"),
+        "",
+        f"Storm targets for ours (exactly one refresh per account, p99 < {STORM_MAX_P99_MS} ms, no errors): "
+        f"{_verdict(storm_ok)}.",
+    ]
+
+
+def _scale(results: Results, fresh: FreshTokens, scale: Scale, names: list[str]) -> list[str]:
+    largest = fresh.sizes[-1]
+    listing = scale.listing
+    lines = [
+        "",
+        f"### 3. Scale: {largest:,} accounts across {min(OWNERS, largest):,} owners",
+        "",
+        f"`GET /accounts` first page ({listing.items_per_page} items) as each owner in turn:",
+        "",
+        "| clients | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for clients, s in ((FEW_CLIENTS, listing.c4), (MANY_CLIENTS, listing.c64)):
+        lines.append(_row(clients, f"{s.rps:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", s.errors))
+    lines += [
+        "",
+        "Keep-alive candidate query, captured from `sweep_once` as sent:",
+        "",
+        "```sql",
+        scale.sweep_query.strip(),
+        "```",
+        "",
+        "| window | due accounts | plan | execution ms |",
+        "|---|---:|---|---:|",
+    ]
+    for plan in scale.sweep_plans:
+        lines.append(
+            _row(
+                f"{plan.window_days:g} days",
+                f"{plan.due_accounts:,}",
+                " → ".join(plan.nodes),
+                f"{plan.execution_ms:.2f}",
+            )
+        )
+    plans_ok = all(p.uses_index and not p.seq_scan for p in scale.sweep_plans)
+    lines += ["", f"Index, no sequential scan: {_verdict(plans_ok)}.", ""]
+    return lines + _memory(results, fresh, scale, names)
+
+
+def _memory(results: Results, fresh: FreshTokens, scale: Scale, names: list[str]) -> list[str]:
+    idle = results.idle_rss_kb
+    lines = [
+        "Worker memory (RSS of the one serving process):",
+        "",
+        "| when | " + " | ".join(f"{n} MiB" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+        _row("idle, after start", *(f"{idle[n] / MIB:.0f}" for n in names)),
+    ]
+    for size, figures in fresh.by_size.items():
+        lines.append(
+            _row(
+                f"peak under {MANY_CLIENTS}-client token load, {size:,} accounts",
+                *(f"{figures.peak_rss_kb.get(n, 0) / MIB:.0f}" for n in names),
+            )
+        )
+    blanks = [""] * (len(names) - 1)
+    lines.append(_row("peak under `GET /accounts` load", f"{scale.listing.peak_rss_kb / MIB:.0f}", *blanks))
+    lines.append(
+        _row("high-water mark (VmHWM) after the scale runs", f"{scale.rss_high_water_kb / MIB:.0f}", *blanks)
+    )
+    return lines
+
+
+def _growth(fresh: FreshTokens, names: list[str]) -> list[str]:
+    lines = [
+        "",
+        f"### 4. Growth: fresh token at each size ({MANY_CLIENTS} clients)",
+        "",
+        "| accounts | "
+        + " | ".join(f"{n} req/s | {n} p50 ms | {n} p99 ms" for n in names)
+        + " | ours/baseline |",
+        "|---:|" + "---:|---:|---:|" * len(names) + "---:|",
+    ]
+    for size, figures in fresh.by_size.items():
+        entry = figures.c64
+        cells: list[str] = []
+        for n in names:
+            cells += [f"{entry[n].rps:,.0f}", f"{entry[n].p50_ms:.2f}", f"{entry[n].p99_ms:.2f}"]
+        lines.append(_row(f"{size:,}", *cells, f"{entry['ours'].rps / entry['baseline'].rps:.2f}"))
+    smallest, largest = fresh.sizes[0], fresh.sizes[-1]
+    first, last = fresh.by_size[smallest].c64, fresh.by_size[largest].c64
+    own = last["ours"].rps / first["ours"].rps
+    base = last["baseline"].rps / first["baseline"].rps
+    relative = (last["ours"].rps / last["baseline"].rps) / (first["ours"].rps / first["baseline"].rps)
+    flat = f"flat within {100 - MIN_GROWTH_RATIO * 100:.0f} %"
+    lines += [
+        "",
+        f"From {smallest:,} to {largest:,} accounts: ours {own:.2f}× the throughput "
+        f"({flat}: {_verdict(own >= MIN_GROWTH_RATIO)}), the baseline's own primary-key read {base:.2f}×; "
+        f"ours relative to the baseline {relative:.2f}× ({flat}: {_verdict(relative >= MIN_GROWTH_RATIO)}).",
+    ]
+    return lines
+
+
+def write_report(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN_MARKER}\n{END_MARKER}\n"
+    if BEGIN_MARKER not in text:
+        text += f"\n{BEGIN_MARKER}\n{END_MARKER}\n"
+    head, _, rest = text.partition(BEGIN_MARKER)
+    _, _, tail = rest.partition(END_MARKER)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{head}{BEGIN_MARKER}\n{block}{END_MARKER}{tail}")
