@@ -43,7 +43,7 @@ from allegro_link.allegro.client import (
     TokenSet,
 )
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.db import utcnow, uuid7
+from allegro_link.db import is_lock_timeout, utcnow, uuid7
 from allegro_link.errors import BadRequest, Conflict, NotFound, Problem
 from allegro_link.oauth.models import LinkSession
 from allegro_link.oauth.return_to import ReturnToPolicy, with_query
@@ -60,7 +60,6 @@ _START_LOCK_SPACE = 0x616C6B31  # "alk1"
 # A start holds that lock for milliseconds; waiting longer means one owner is flooding, and its waiting
 # requests must not hold pooled connections for the whole statement timeout.
 START_LOCK_TIMEOUT_MS = 2000
-_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class CallbackOutcome(StrEnum):
@@ -180,7 +179,7 @@ class LinkFlow:
                 select(func.pg_advisory_xact_lock(_START_LOCK_SPACE, func.hashtext(owner_id)))
             )
         except DBAPIError as exc:
-            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+            if not is_lock_timeout(exc):
                 raise
             log.warning("link.start.busy")
             raise TooManyLinkStarts(
@@ -442,12 +441,6 @@ def _discard(link: LinkSession, now: datetime) -> None:
     link.access_token_expires_at = None
     link.refresh_token_expires_at = None
     link.code_verifier_ciphertext = None
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return state if isinstance(state, str) else None
 
 
 def _error_redirect(return_to: str, outcome: CallbackOutcome) -> str:

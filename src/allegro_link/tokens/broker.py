@@ -46,12 +46,11 @@ from allegro_link.accounts.service import AccountNotFound
 from allegro_link.accounts.status import effective_status
 from allegro_link.allegro.client import AllegroClient, AllegroRejected, AllegroUnavailable, TokenSet
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.db import utcnow
+from allegro_link.db import is_lock_timeout, utcnow
 from allegro_link.errors import Conflict, DatabaseUnavailable, ServiceUnavailable
 from allegro_link.ops.metrics import Metrics
 from allegro_link.tokens.breaker import CredentialsBreaker, OutageBreaker
 from allegro_link.tokens.rows import (
-    is_lock_timeout,
     lock_row,
     mark_refreshing,
     release,

@@ -9,19 +9,16 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.accounts.models import Account
 from allegro_link.db import utcnow
 
-LOCK_NOT_AVAILABLE = "55P03"
-
 
 async def lock_row(session: AsyncSession, account_id: uuid.UUID, lock_timeout_ms: int) -> Account | None:
     """The account, re-read and locked (`FOR UPDATE`) in a new transaction of `session`.
 
-    Raises DBAPIError with SQLSTATE 55P03 (`is_lock_timeout`) when the lock is not had in time.
+    Raises DBAPIError with SQLSTATE 55P03 (`db.is_lock_timeout`) when the lock is not had in time.
     """
     await session.execute(text(f"SET LOCAL lock_timeout = {lock_timeout_ms}"))
     return (
@@ -32,10 +29,6 @@ async def lock_row(session: AsyncSession, account_id: uuid.UUID, lock_timeout_ms
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
-
-
-def is_lock_timeout(exc: DBAPIError) -> bool:
-    return sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
 async def mark_refreshing(session: AsyncSession, account: Account) -> None:
@@ -98,9 +91,3 @@ async def store_if_unchanged(
             .values(**values)
         )
     return bool(getattr(result, "rowcount", 0))
-
-
-def sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return state if isinstance(state, str) else None
