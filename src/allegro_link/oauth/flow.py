@@ -50,8 +50,6 @@ from allegro_link.oauth.return_to import ReturnToPolicy, with_query
 
 log = structlog.get_logger(__name__)
 
-LINK_TABLE = "link_sessions"
-ACCOUNT_TABLE = "accounts"
 # Expired states are remembered this long so that a late callback answers state_expired, not 400.
 EXPIRED_STATE_MEMORY = timedelta(hours=24)
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -160,7 +158,7 @@ class LinkFlow:
             expires_at=now + self._state_ttl,
         )
         link.code_verifier_ciphertext = self._vault.seal(
-            LINK_TABLE, link.id, "code_verifier_ciphertext", verifier
+            LinkSession.code_verifier_ciphertext, link.id, verifier
         )
         session.add(link)
         url = self._allegro.authorization_url(
@@ -227,7 +225,7 @@ class LinkFlow:
 
         assert params.code is not None  # noqa: S101 - checked above
         assert verifier_blob is not None  # noqa: S101 - every link session has one
-        verifier = self._vault.open(LINK_TABLE, link_id, "code_verifier_ciphertext", verifier_blob)
+        verifier = self._vault.open(LinkSession.code_verifier_ciphertext, link_id, verifier_blob)
         try:
             tokens = await self._allegro.exchange_code(params.code, verifier)
             user = await self._allegro.me(tokens.access_token)
@@ -288,11 +286,11 @@ class LinkFlow:
             link.allegro_user_id = user.id
             link.login = user.login
             link.access_token_ciphertext = self._vault.seal(
-                LINK_TABLE, link.id, "access_token_ciphertext", tokens.access_token
+                LinkSession.access_token_ciphertext, link.id, tokens.access_token
             )
             link.access_token_expires_at = tokens.access_expires_at
             link.refresh_token_ciphertext = self._vault.seal(
-                LINK_TABLE, link.id, "refresh_token_ciphertext", tokens.refresh_token
+                LinkSession.refresh_token_ciphertext, link.id, tokens.refresh_token
             )
             link.refresh_token_expires_at = tokens.refresh_expires_at
             link.scope = tokens.scope
@@ -378,20 +376,18 @@ class LinkFlow:
     def _move_tokens(self, link: LinkSession, account: Account, now: datetime) -> None:
         assert link.access_token_ciphertext is not None  # noqa: S101 - held since the callback
         assert link.refresh_token_ciphertext is not None  # noqa: S101 - held since the callback
-        access = self._vault.open(
-            LINK_TABLE, link.id, "access_token_ciphertext", link.access_token_ciphertext
-        )
+        access = self._vault.open(LinkSession.access_token_ciphertext, link.id, link.access_token_ciphertext)
         refresh = self._vault.open(
-            LINK_TABLE, link.id, "refresh_token_ciphertext", link.refresh_token_ciphertext
+            LinkSession.refresh_token_ciphertext, link.id, link.refresh_token_ciphertext
         )
         account.allegro_user_id = link.allegro_user_id
         account.login = link.login
         account.access_token_ciphertext = self._vault.seal(
-            ACCOUNT_TABLE, account.id, "access_token_ciphertext", access
+            Account.access_token_ciphertext, account.id, access
         )
         account.access_token_expires_at = link.access_token_expires_at
         account.refresh_token_ciphertext = self._vault.seal(
-            ACCOUNT_TABLE, account.id, "refresh_token_ciphertext", refresh
+            Account.refresh_token_ciphertext, account.id, refresh
         )
         account.refresh_token_expires_at = link.refresh_token_expires_at
         account.scope = link.scope

@@ -60,9 +60,6 @@ from allegro_link.tokens.rows import (
 
 log = structlog.get_logger(__name__)
 
-TABLE = "accounts"
-ACCESS_COLUMN = "access_token_ciphertext"
-REFRESH_COLUMN = "refresh_token_ciphertext"
 # A held token is still handed out during an Allegro outage if it has at least this long to live.
 SERVE_DURING_OUTAGE_MIN = timedelta(seconds=60)
 FORCED_REFRESH_INTERVAL = timedelta(seconds=10)
@@ -319,7 +316,9 @@ class TokenBroker:
                 await release(session, account)
                 return self._issue(account, refreshed=True)
         assert account.refresh_token_ciphertext is not None  # noqa: S101 - active accounts hold one
-        refresh_token = self._vault.open(TABLE, account.id, REFRESH_COLUMN, account.refresh_token_ciphertext)
+        refresh_token = self._vault.open(
+            Account.refresh_token_ciphertext, account.id, account.refresh_token_ciphertext
+        )
         try:
             async with asyncio.timeout(self._deadline):
                 tokens = await self._allegro.refresh(refresh_token)
@@ -436,11 +435,11 @@ class TokenBroker:
 
     def _apply(self, account: Account, tokens: TokenSet, now: datetime, *, forced: bool) -> None:
         account.access_token_ciphertext = self._vault.seal(
-            TABLE, account.id, ACCESS_COLUMN, tokens.access_token
+            Account.access_token_ciphertext, account.id, tokens.access_token
         )
         account.access_token_expires_at = tokens.access_expires_at
         account.refresh_token_ciphertext = self._vault.seal(
-            TABLE, account.id, REFRESH_COLUMN, tokens.refresh_token
+            Account.refresh_token_ciphertext, account.id, tokens.refresh_token
         )
         account.refresh_token_expires_at = tokens.refresh_expires_at
         if tokens.scope:
@@ -543,7 +542,9 @@ class TokenBroker:
     def _is_current(self, account: Account, presented: str) -> bool:
         if account.access_token_ciphertext is None:
             return False
-        current = self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext)
+        current = self._vault.open(
+            Account.access_token_ciphertext, account.id, account.access_token_ciphertext
+        )
         return hmac.compare_digest(current.encode(), presented.encode())
 
     def _issue(self, account: Account, *, refreshed: bool) -> IssuedToken:
@@ -553,7 +554,9 @@ class TokenBroker:
             account_id=account.id,
             allegro_user_id=account.allegro_user_id,
             login=account.login,
-            access_token=self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext),
+            access_token=self._vault.open(
+                Account.access_token_ciphertext, account.id, account.access_token_ciphertext
+            ),
             expires_at=account.access_token_expires_at,
             scope=account.scope,
             token_version=account.token_version,
