@@ -98,7 +98,7 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         )
     options: dict[str, Any] = {
         # Not pre-ping: on asyncpg it is three round trips (BEGIN, a query, ROLLBACK) on every checkout,
-        # a tenth of the token path's CPU. _discard_closed_connections below does its job for free.
+        # and _discard_closed_connections below does its job for free (docs/performance.md).
         "pool_pre_ping": False,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
