@@ -29,6 +29,15 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _abandoned(flights: SingleFlight[str, str], key: str, work: Work) -> None:
+    """Start a flight for `key` whose only caller then leaves."""
+    leaving = asyncio.create_task(flights.run(key, work))
+    await work.running.wait()
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+
+
 class TestSharing:
     async def test_concurrent_callers_share_one_task(self) -> None:
         flights: SingleFlight[str, str] = SingleFlight("test")
@@ -110,9 +119,7 @@ class TestCancellation:
     async def test_the_work_goes_on_when_every_caller_leaves(self) -> None:
         flights: SingleFlight[str, str] = SingleFlight("test")
         work = Work()
-        leaving = asyncio.create_task(flights.run("a", work))
-        await work.running.wait()
-        leaving.cancel()
+        await _abandoned(flights, "a", work)
         await _settle()
         assert "a" in flights
         work.outcome.set_result("done")
@@ -147,10 +154,7 @@ class TestFailure:
     async def test_an_exception_nobody_waits_for_is_marked_retrieved(self) -> None:
         flights: SingleFlight[str, str] = SingleFlight("test")
         work = Work()
-        leaving = asyncio.create_task(flights.run("a", work))
-        await work.running.wait()
-        leaving.cancel()
-        await _settle()
+        await _abandoned(flights, "a", work)
         unretrieved: list[dict[str, object]] = []
         loop = asyncio.get_running_loop()
         previous = loop.get_exception_handler()
