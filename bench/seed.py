@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from allegro_link.accounts.models import Account
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.db import uuid7
@@ -102,9 +103,9 @@ async def seed_accounts(dsn: str, encryption_keys: str, start: int, stop: int) -
                         linked,
                         linked,
                         access_expires - timedelta(hours=12),
-                        vault.seal("accounts", account_id, "access_token_ciphertext", access),
+                        vault.seal(Account.access_token_ciphertext, account_id, access),
                         access_expires,
-                        vault.seal("accounts", account_id, "refresh_token_ciphertext", refresh),
+                        vault.seal(Account.refresh_token_ciphertext, account_id, refresh),
                         refresh_expires,
                         SCOPE,
                         rng.randint(1, 400),

@@ -220,7 +220,7 @@ class Soak:
             blob = await connection.scalar(
                 select(Account.access_token_ciphertext).where(Account.id == uuid.UUID(account_id))
             )
-        stored = vault.open("accounts", row.id, "access_token_ciphertext", blob) if blob else None
+        stored = vault.open(Account.access_token_ciphertext, row.id, blob) if blob else None
         if stored != access:
             return "served token is not the stored one"
         return None

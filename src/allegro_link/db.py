@@ -1,4 +1,4 @@
-"""SQLAlchemy plumbing: declarative base, engine factory, the per-request unit of work."""
+"""SQLAlchemy plumbing: declarative base, engine factory, the per-request unit of work, SQLSTATEs."""
 
 from __future__ import annotations
 
@@ -32,6 +32,34 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# PostgreSQL SQLSTATEs the code acts on (see `sqlstate`).
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind `exc`, wherever it sits in the chain; None when there is none.
+
+    SQLAlchemy keeps the driver's exception in `.orig` (its asyncpg adapter copies the code as `sqlstate`
+    and `pgcode`); asyncpg's own exception sits in the cause chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for attribute in ("sqlstate", "pgcode"):
+            state = getattr(current, attribute, None)
+            if isinstance(state, str):
+                return state
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return None
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True when `exc` is a lock wait that ran out of `lock_timeout` (SQLSTATE 55P03)."""
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
 def uuid7() -> uuid.UUID:
@@ -70,7 +98,7 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         )
     options: dict[str, Any] = {
         # Not pre-ping: on asyncpg it is three round trips (BEGIN, a query, ROLLBACK) on every checkout,
-        # a tenth of the token path's CPU. _discard_closed_connections below does its job for free.
+        # and _discard_closed_connections below does its job for free (docs/performance.md).
         "pool_pre_ping": False,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,

@@ -19,6 +19,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from allegro_link.db import sqlstate
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 log = structlog.get_logger(__name__)
@@ -289,8 +291,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def _is_unavailable_state(exc: DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
+    state = sqlstate(exc)
+    return state is not None and state.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
 
 
 async def _handle_dbapi_error(request: Request, exc: Exception) -> JSONResponse:

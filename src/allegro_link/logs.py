@@ -128,7 +128,7 @@ class _LineWriter:
     """structlog's logger for our own events: writes the rendered line, nothing else.
 
     Our events skip the stdlib machinery (two LogRecords, caller lookup, the formatter): the request
-    middleware logs one line per request, and on the token path that was a tenth of the CPU.
+    middleware logs one line per request, so its cost is paid on every one (docs/performance.md).
     """
 
     def __init__(self, name: str) -> None:
@@ -165,7 +165,7 @@ _LEVELS = {
 
 
 def _dumps(value: Any, **options: Any) -> str:
-    # orjson: several times faster than json.dumps, and this runs once per request.
+    # orjson: faster than json.dumps, and this runs once per request.
     return orjson.dumps(value, default=options.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
 
 

@@ -50,11 +50,11 @@ async def _insert_link_session(engine: AsyncEngine, ring: KeyRing) -> LinkSessio
         expires_at=utcnow() + timedelta(minutes=10),
     )
     for column, plaintext in [
-        ("code_verifier_ciphertext", "verifier-plain"),
-        ("access_token_ciphertext", "session-access-plain"),
-        ("refresh_token_ciphertext", "session-refresh-plain"),
+        (LinkSession.code_verifier_ciphertext, "verifier-plain"),
+        (LinkSession.access_token_ciphertext, "session-access-plain"),
+        (LinkSession.refresh_token_ciphertext, "session-refresh-plain"),
     ]:
-        setattr(link, column, vault.seal("link_sessions", link.id, column, plaintext))
+        setattr(link, column.key, vault.seal(column, link.id, plaintext))
     link.access_token_expires_at = utcnow() + timedelta(hours=12)
     async with create_sessionmaker(engine).begin() as session:
         session.add(link)
@@ -71,7 +71,7 @@ async def _account(engine: AsyncEngine, account_id: uuid.UUID) -> Account:
 def _refresh_token(ring: KeyRing, account: Account) -> str:
     assert account.refresh_token_ciphertext is not None
     return TokenVault(ring).open(
-        "accounts", account.id, "refresh_token_ciphertext", account.refresh_token_ciphertext
+        Account.refresh_token_ciphertext, account.id, account.refresh_token_ciphertext
     )
 
 
@@ -163,7 +163,7 @@ class TestRotate:
             assert _refresh_token(NEW_ONLY_RING, stored) == f"refresh-{n}"
             assert stored.access_token_ciphertext is not None
             assert (
-                vault.open("accounts", stored.id, "access_token_ciphertext", stored.access_token_ciphertext)
+                vault.open(Account.access_token_ciphertext, stored.id, stored.access_token_ciphertext)
                 == "access-token-plain"
             )
             # Re-encryption is not a new token pair: the refresh path's version check is unaffected.
@@ -174,9 +174,7 @@ class TestRotate:
         assert stored_link is not None
         assert stored_link.code_verifier_ciphertext is not None
         assert (
-            vault.open(
-                "link_sessions", link.id, "code_verifier_ciphertext", stored_link.code_verifier_ciphertext
-            )
+            vault.open(LinkSession.code_verifier_ciphertext, link.id, stored_link.code_verifier_ciphertext)
             == "verifier-plain"
         )
 
@@ -270,7 +268,7 @@ class TestRotateWhileServing:
         # Another replica (already on the new configuration) stores a refreshed token for this account
         # right after the rotation has read the row and before it writes.
         written = TokenVault(ROTATED_RING).seal(
-            "accounts", account.id, "refresh_token_ciphertext", "refresh-from-other-replica"
+            Account.refresh_token_ciphertext, account.id, "refresh-from-other-replica"
         )
         writes: list[concurrent.futures.Future[None]] = []
 
@@ -317,9 +315,7 @@ class TestRotateWhileServing:
             await _eventually(idle_rotated)
             assert not rotation.done()
             # The refresh finishes on a replica that still seals with the old key.
-            renewed = TokenVault(OLD_RING).seal(
-                "accounts", busy.id, "refresh_token_ciphertext", "refresh-after"
-            )
+            renewed = TokenVault(OLD_RING).seal(Account.refresh_token_ciphertext, busy.id, "refresh-after")
             await refresher.execute(
                 update(Account).where(Account.id == busy.id).values(refresh_token_ciphertext=renewed)
             )

@@ -59,7 +59,7 @@ class TestSecretsStayOutOfLogs:
             blob = await connection.scalar(select(Account.refresh_token_ciphertext))
         assert isinstance(blob, bytes)
         vault = TokenVault(KeyRing(harness.settings.encryption_key_ring))
-        secrets.add(vault.open("accounts", uuid.UUID(account["id"]), "refresh_token_ciphertext", blob))
+        secrets.add(vault.open(Account.refresh_token_ciphertext, uuid.UUID(account["id"]), blob))
         await harness.fake.post("/__fake__/users/Sprzedawca1/expire", json={"what": "both"})
         async with engine.begin() as connection:
             await connection.execute(update(Account).values(access_token_expires_at=utcnow()))
@@ -112,17 +112,17 @@ async def _held_secrets(harness: LinkHarness) -> set[str]:
     try:
         async with engine.connect() as connection:
             for row in (await connection.execute(select(Account))).all():
-                for column in ("access_token_ciphertext", "refresh_token_ciphertext"):
-                    if (blob := getattr(row, column)) is not None:
-                        found.add(vault.open("accounts", row.id, column, blob))
+                for column in (Account.access_token_ciphertext, Account.refresh_token_ciphertext):
+                    if (blob := getattr(row, column.key)) is not None:
+                        found.add(vault.open(column, row.id, blob))
             for session_row in (await connection.execute(select(LinkSession))).all():
                 for column in (
-                    "code_verifier_ciphertext",
-                    "access_token_ciphertext",
-                    "refresh_token_ciphertext",
+                    LinkSession.code_verifier_ciphertext,
+                    LinkSession.access_token_ciphertext,
+                    LinkSession.refresh_token_ciphertext,
                 ):
-                    if (blob := getattr(session_row, column)) is not None:
-                        found.add(vault.open("link_sessions", session_row.id, column, blob))
+                    if (blob := getattr(session_row, column.key)) is not None:
+                        found.add(vault.open(column, session_row.id, blob))
     finally:
         await engine.dispose()
     return found

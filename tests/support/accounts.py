@@ -48,12 +48,12 @@ async def insert_account(
     )
     if access_token is not None:
         account.access_token_ciphertext = vault.seal(
-            "accounts", account.id, "access_token_ciphertext", access_token
+            Account.access_token_ciphertext, account.id, access_token
         )
         account.access_token_expires_at = now + access_expires_in
     if refresh_token is not None:
         account.refresh_token_ciphertext = vault.seal(
-            "accounts", account.id, "refresh_token_ciphertext", refresh_token
+            Account.refresh_token_ciphertext, account.id, refresh_token
         )
     engine = create_async_engine(settings.database_url.get_secret_value())
     try:

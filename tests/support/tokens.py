@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account
 from allegro_link.crypto.keys import KeyRing
-from allegro_link.crypto.vault import TokenVault
+from allegro_link.crypto.vault import SealedColumn, TokenVault
 from allegro_link.db import utcnow
 from allegro_link.settings import Settings
 from tests.support.factories import bearer, owner_token
@@ -59,12 +59,12 @@ async def stored_pair(settings: Settings, account_id: str) -> StoredPair:
     vault = TokenVault(KeyRing(settings.encryption_key_ring))
     account_uuid = uuid.UUID(account_id)
 
-    def open_(column: str, blob: bytes | None) -> str | None:
-        return vault.open("accounts", account_uuid, column, blob) if blob is not None else None
+    def open_(column: SealedColumn, blob: bytes | None) -> str | None:
+        return vault.open(column, account_uuid, blob) if blob is not None else None
 
     return StoredPair(
-        access_token=open_("access_token_ciphertext", row.access_token_ciphertext),
-        refresh_token=open_("refresh_token_ciphertext", row.refresh_token_ciphertext),
+        access_token=open_(Account.access_token_ciphertext, row.access_token_ciphertext),
+        refresh_token=open_(Account.refresh_token_ciphertext, row.refresh_token_ciphertext),
         version=row.token_version,
         status=str(row.status.value if hasattr(row.status, "value") else row.status),
     )

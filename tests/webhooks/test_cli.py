@@ -53,10 +53,7 @@ class TestWebhooksCli:
             stored = (await session.scalars(select(WebhookEndpoint))).one()
         assert secret.encode() not in stored.secret_ciphertext  # encrypted at rest
         vault = TokenVault(KeyRing(settings.encryption_key_ring))
-        assert (
-            vault.open("webhook_endpoints", stored.id, "secret_ciphertext", stored.secret_ciphertext)
-            == secret
-        )
+        assert vault.open(WebhookEndpoint.secret_ciphertext, stored.id, stored.secret_ciphertext) == secret
 
         listed = "\n".join(_ok(_run("webhooks", "list", env=env)))
         assert endpoint_id in listed and "account.deleted" in listed and secret not in listed
@@ -99,7 +96,7 @@ class TestSecretsUnderKeyRotation:
         assert TokenVault(new_ring).key_ring.needs_rotation(stored.secret_ciphertext) is False
         assert (
             TokenVault(new_ring).open(
-                "webhook_endpoints", endpoint_id, "secret_ciphertext", stored.secret_ciphertext
+                WebhookEndpoint.secret_ciphertext, endpoint_id, stored.secret_ciphertext
             )
             == secret
         )

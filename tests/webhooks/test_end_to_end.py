@@ -111,7 +111,7 @@ class TestNoSecretAnywhere:
         await engine.dispose()
         assert isinstance(blob, bytes)
         vault = TokenVault(KeyRing(settings.encryption_key_ring))
-        secrets.add(vault.open("accounts", uuid.UUID(account["id"]), "refresh_token_ciphertext", blob))
+        secrets.add(vault.open(Account.refresh_token_ciphertext, uuid.UUID(account["id"]), blob))
         # A refused refresh (Allegro echoes the refresh token in its error) makes the event.
         await harness.fake.post("/__fake__/users/Sprzedawca1/expire", json={"what": "both"})
         await _expire_access(settings)

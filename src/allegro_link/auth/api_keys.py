@@ -20,7 +20,6 @@ key may still be accepted by a replica that saw it just before the revocation.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import re
@@ -39,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.auth.models import ApiKey
 from allegro_link.db import utcnow
+from allegro_link.singleflight import SingleFlight
 
 SCOPE_TOKENS_READ = "tokens:read"
 SCOPE_ACCOUNTS_READ = "accounts:read"
@@ -222,10 +222,10 @@ class ApiKeyVerifier:
         self._max_entries = max_entries
         self._known: OrderedDict[str, _Entry] = OrderedDict()
         self._unknown: OrderedDict[str, _Entry] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[_StoredKey | None]] = {}
+        self._lookups: SingleFlight[str, _StoredKey | None] = SingleFlight("api-key-lookup")
         self._prefixes: frozenset[str] = frozenset()
         self._prefixes_read_at = float("-inf")
-        self._reading_prefixes: asyncio.Task[None] | None = None
+        self._prefix_reads: SingleFlight[None, None] = SingleFlight("api-key-prefixes")
 
     async def verify(self, presented: str) -> ServicePrincipal | None:
         """The service behind `presented`, or None for a malformed, unknown, wrong or revoked key."""
@@ -248,12 +248,8 @@ class ApiKeyVerifier:
             return True
         if self._clock() - self._prefixes_read_at < self._negative_ttl:
             return False
-        task = self._reading_prefixes
-        if task is None or task.done():
-            task = asyncio.create_task(self._read_prefixes(), name="api-key-prefixes")
-            self._reading_prefixes = task
-        # Shielded and shared like `_load`: concurrent misses cost one query.
-        await asyncio.shield(task)
+        # Shared like `_load`: concurrent misses cost one query.
+        await self._prefix_reads.run(None, self._read_prefixes)
         return prefix in self._prefixes
 
     async def _read_prefixes(self) -> None:
@@ -272,13 +268,8 @@ class ApiKeyVerifier:
                 cache.move_to_end(prefix)
                 return entry.stored
             del cache[prefix]
-        task = self._loading.get(prefix)
-        if task is None:
-            task = asyncio.create_task(self._load(prefix), name="api-key-lookup")
-            self._loading[prefix] = task
-            task.add_done_callback(lambda done: self._loaded(prefix, done))
-        # Shielded: one caller giving up (a client disconnect) must not cancel the others' lookup.
-        return await asyncio.shield(task)
+        # One caller giving up (a client disconnect) does not cancel the others' lookup.
+        return await self._lookups.run(prefix, lambda: self._load(prefix))
 
     async def _load(self, prefix: str) -> _StoredKey | None:
         async with self._sessionmaker() as session:
@@ -306,9 +297,3 @@ class ApiKeyVerifier:
         cache.move_to_end(prefix)
         while len(cache) > self._max_entries:
             cache.popitem(last=False)
-
-    def _loaded(self, prefix: str, task: asyncio.Task[_StoredKey | None]) -> None:
-        if self._loading.get(prefix) is task:
-            del self._loading[prefix]
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case every waiter was cancelled

@@ -40,21 +40,36 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import LargeBinary
 
+from allegro_link.accounts.models import Account
 from allegro_link.crypto.keys import DecryptionError, KeyRing
-from allegro_link.crypto.vault import TokenVault
+from allegro_link.crypto.vault import SealedColumn, TokenVault, column_binding
+from allegro_link.oauth.models import LinkSession
+from allegro_link.webhooks.models import WebhookEndpoint
 
 log = structlog.get_logger(__name__)
 
-# Every encrypted column, by table. The names are also the associated data the blobs are bound to.
-ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "accounts": ("access_token_ciphertext", "refresh_token_ciphertext"),
-    "link_sessions": (
-        "code_verifier_ciphertext",
-        "access_token_ciphertext",
-        "refresh_token_ciphertext",
-    ),
-    "webhook_endpoints": ("secret_ciphertext", "previous_secret_ciphertext"),
-}
+# Every encrypted column. Their table and column names are also what the blobs are bound to.
+SEALED_COLUMNS: tuple[SealedColumn, ...] = (
+    Account.access_token_ciphertext,
+    Account.refresh_token_ciphertext,
+    LinkSession.code_verifier_ciphertext,
+    LinkSession.access_token_ciphertext,
+    LinkSession.refresh_token_ciphertext,
+    WebhookEndpoint.secret_ciphertext,
+    WebhookEndpoint.previous_secret_ciphertext,
+)
+
+
+def _by_table(columns: Sequence[SealedColumn]) -> dict[str, tuple[str, ...]]:
+    tables: dict[str, tuple[str, ...]] = {}
+    for sealed in columns:
+        table_name, column_name = column_binding(sealed)
+        tables[table_name] = (*tables.get(table_name, ()), column_name)
+    return tables
+
+
+# The same, as names by table.
+ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = _by_table(SEALED_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +206,7 @@ class _Rotation:
             if blob is None:
                 continue
             try:
-                resealed = self.vault.reseal(table_name, row_id, column_name, blob)
+                resealed = self.vault.reseal(tbl.c[column_name], row_id, blob)
             except DecryptionError as exc:
                 self._unreadable(table_name, column_name, row_id, str(exc))
                 continue

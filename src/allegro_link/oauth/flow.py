@@ -43,15 +43,13 @@ from allegro_link.allegro.client import (
     TokenSet,
 )
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.db import utcnow, uuid7
+from allegro_link.db import is_lock_timeout, utcnow, uuid7
 from allegro_link.errors import BadRequest, Conflict, NotFound, Problem
 from allegro_link.oauth.models import LinkSession
 from allegro_link.oauth.return_to import ReturnToPolicy, with_query
 
 log = structlog.get_logger(__name__)
 
-LINK_TABLE = "link_sessions"
-ACCOUNT_TABLE = "accounts"
 # Expired states are remembered this long so that a late callback answers state_expired, not 400.
 EXPIRED_STATE_MEMORY = timedelta(hours=24)
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -60,7 +58,6 @@ _START_LOCK_SPACE = 0x616C6B31  # "alk1"
 # A start holds that lock for milliseconds; waiting longer means one owner is flooding, and its waiting
 # requests must not hold pooled connections for the whole statement timeout.
 START_LOCK_TIMEOUT_MS = 2000
-_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class CallbackOutcome(StrEnum):
@@ -161,7 +158,7 @@ class LinkFlow:
             expires_at=now + self._state_ttl,
         )
         link.code_verifier_ciphertext = self._vault.seal(
-            LINK_TABLE, link.id, "code_verifier_ciphertext", verifier
+            LinkSession.code_verifier_ciphertext, link.id, verifier
         )
         session.add(link)
         url = self._allegro.authorization_url(
@@ -180,7 +177,7 @@ class LinkFlow:
                 select(func.pg_advisory_xact_lock(_START_LOCK_SPACE, func.hashtext(owner_id)))
             )
         except DBAPIError as exc:
-            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+            if not is_lock_timeout(exc):
                 raise
             log.warning("link.start.busy")
             raise TooManyLinkStarts(
@@ -228,7 +225,7 @@ class LinkFlow:
 
         assert params.code is not None  # noqa: S101 - checked above
         assert verifier_blob is not None  # noqa: S101 - every link session has one
-        verifier = self._vault.open(LINK_TABLE, link_id, "code_verifier_ciphertext", verifier_blob)
+        verifier = self._vault.open(LinkSession.code_verifier_ciphertext, link_id, verifier_blob)
         try:
             tokens = await self._allegro.exchange_code(params.code, verifier)
             user = await self._allegro.me(tokens.access_token)
@@ -289,11 +286,11 @@ class LinkFlow:
             link.allegro_user_id = user.id
             link.login = user.login
             link.access_token_ciphertext = self._vault.seal(
-                LINK_TABLE, link.id, "access_token_ciphertext", tokens.access_token
+                LinkSession.access_token_ciphertext, link.id, tokens.access_token
             )
             link.access_token_expires_at = tokens.access_expires_at
             link.refresh_token_ciphertext = self._vault.seal(
-                LINK_TABLE, link.id, "refresh_token_ciphertext", tokens.refresh_token
+                LinkSession.refresh_token_ciphertext, link.id, tokens.refresh_token
             )
             link.refresh_token_expires_at = tokens.refresh_expires_at
             link.scope = tokens.scope
@@ -379,20 +376,18 @@ class LinkFlow:
     def _move_tokens(self, link: LinkSession, account: Account, now: datetime) -> None:
         assert link.access_token_ciphertext is not None  # noqa: S101 - held since the callback
         assert link.refresh_token_ciphertext is not None  # noqa: S101 - held since the callback
-        access = self._vault.open(
-            LINK_TABLE, link.id, "access_token_ciphertext", link.access_token_ciphertext
-        )
+        access = self._vault.open(LinkSession.access_token_ciphertext, link.id, link.access_token_ciphertext)
         refresh = self._vault.open(
-            LINK_TABLE, link.id, "refresh_token_ciphertext", link.refresh_token_ciphertext
+            LinkSession.refresh_token_ciphertext, link.id, link.refresh_token_ciphertext
         )
         account.allegro_user_id = link.allegro_user_id
         account.login = link.login
         account.access_token_ciphertext = self._vault.seal(
-            ACCOUNT_TABLE, account.id, "access_token_ciphertext", access
+            Account.access_token_ciphertext, account.id, access
         )
         account.access_token_expires_at = link.access_token_expires_at
         account.refresh_token_ciphertext = self._vault.seal(
-            ACCOUNT_TABLE, account.id, "refresh_token_ciphertext", refresh
+            Account.refresh_token_ciphertext, account.id, refresh
         )
         account.refresh_token_expires_at = link.refresh_token_expires_at
         account.scope = link.scope
@@ -442,12 +437,6 @@ def _discard(link: LinkSession, now: datetime) -> None:
     link.access_token_expires_at = None
     link.refresh_token_expires_at = None
     link.code_verifier_ciphertext = None
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return state if isinstance(state, str) else None
 
 
 def _error_redirect(return_to: str, outcome: CallbackOutcome) -> str:

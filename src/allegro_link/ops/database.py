@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from allegro_link.db import sqlstate
+
 # SQLSTATEs PostgreSQL answers a connection attempt with when it is up but will not let us in. They are
 # configuration mistakes, not outages: retrying does not help, a person must fix the URL or the role.
 _REFUSALS = {
@@ -17,14 +19,5 @@ _HINT = " Check ALLEGRO_LINK_DATABASE_URL."
 
 def describe_refusal(exc: BaseException) -> str | None:
     """A sentence for an operator when `exc` means the database refused us, else None."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    # SQLAlchemy keeps the driver's exception in `.orig`; asyncpg's own sits in the cause chain.
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        sqlstate = getattr(current, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate in _REFUSALS:
-            return _REFUSALS[sqlstate] + _HINT
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
-    return None
+    refusal = _REFUSALS.get(sqlstate(exc) or "")
+    return refusal + _HINT if refusal is not None else None

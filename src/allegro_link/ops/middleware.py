@@ -40,8 +40,8 @@ log = structlog.get_logger("allegro_link.http")
 
 # Requests whose success is logged at DEBUG only. Every token handed out is already recorded in the
 # token audit table (caller, account, time) and counted in the request metrics, and internal services
-# ask for one before each call to Allegro: an INFO line each would be nearly all of the log volume
-# (and a tenth of the endpoint's CPU). Their failures are logged like any other request's.
+# ask for one before each call to Allegro: an INFO line each would be nearly all of the log volume,
+# and a cost on the busiest endpoint. Their failures are logged like any other request's.
 QUIET_WHEN_SUCCESSFUL = frozenset({("GET", "/accounts/{account_id}/token")})
 
 

@@ -4,104 +4,68 @@ Allegro rotates refresh tokens (the old one dies 60 s after first use) and kills
 token on every refresh. So, for each account:
 
 - at most one refresh at a time across all replicas: callers in one process share one in-flight
-  refresh (`_inflight`), and processes serialise on the account row (`SELECT … FOR UPDATE`) and
-  re-read it once they hold the lock, so a waiter usually finds the work already done;
+  refresh (`_refreshes`, a `SingleFlight`), and processes serialise on the account row (`SELECT …
+  FOR UPDATE`) and re-read it once they hold the lock, so a waiter usually finds the work already done;
 - before calling Allegro, a refresh commits a marker on the row (`refresh_started_at`), cleared by the
   commit of the new pair. A reader on any replica that finds a marker older than the refresh deadline
   knows that a refresh may have killed the stored access token without storing its successor (its
   replica lost the database, or died): it refreshes under the row lock instead of handing that token
   out, or answers 503;
 - the rotated pair is committed before anyone sees the new access token. A failed commit is retried;
-  if the database stays away the pair is kept in memory (`_unsaved`) and written as soon as it can be,
-  and the caller gets 503, never an unsaved token. Should the process die too, the old refresh token
-  stays usable for Allegro's 60 s grace, so the next refresh by any replica still works;
+  if the database stays away the pair is kept in memory (`rows.RotatedPairs`) and written as soon as it
+  can be, and the caller gets 503, never an unsaved token. Should the process die too, the old refresh
+  token stays usable for Allegro's 60 s grace, so the next refresh by any replica still works;
 - failures are classified: `invalid_grant` or a 401 for this account (confirmed by checking our own
   client credentials) make it `relogin_required`; timeouts, 5xx, 429 and malformed answers never do;
 - waits are bounded: the Allegro call's deadline is shorter than the lock wait, which is shorter than
   the statement timeout.
 
-This module holds the documented exception to "routes own the transaction": a refresh must commit
-the rotated token before it answers, so it manages its own transactions (their writes: `rows.py`).
+This module holds the decisions. A refresh must commit the rotated token before it answers, the
+documented exception to "the request owns the transaction": its writes, each in a transaction of its
+own, are in `rows.py`; the fast read of the row in `reads.py`; the problems it answers with in
+`problems.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
-import math
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from allegro_link.accounts import transitions
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.accounts.status import effective_status
-from allegro_link.allegro.client import AllegroClient, AllegroRejected, AllegroUnavailable, TokenSet
+from allegro_link.allegro.client import AllegroClient, AllegroRejected, AllegroUnavailable
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.db import utcnow
-from allegro_link.errors import Conflict, DatabaseUnavailable, ServiceUnavailable
+from allegro_link.db import is_lock_timeout, utcnow
+from allegro_link.errors import DatabaseUnavailable
 from allegro_link.ops.metrics import Metrics
+from allegro_link.singleflight import SingleFlight
 from allegro_link.tokens.breaker import CredentialsBreaker, OutageBreaker
+from allegro_link.tokens.problems import AllegroUnavailableProblem, ReloginRequired
+from allegro_link.tokens.reads import AccountReads, IssuedToken, is_current, issue
 from allegro_link.tokens.rows import (
-    is_lock_timeout,
+    RotatedPairs,
+    UnsavedPair,
     lock_row,
     mark_refreshing,
     release,
-    store_if_unchanged,
-    token_columns,
+    require_relogin,
 )
 
 log = structlog.get_logger(__name__)
 
-TABLE = "accounts"
-ACCESS_COLUMN = "access_token_ciphertext"
-REFRESH_COLUMN = "refresh_token_ciphertext"
 # A held token is still handed out during an Allegro outage if it has at least this long to live.
 SERVE_DURING_OUTAGE_MIN = timedelta(seconds=60)
 FORCED_REFRESH_INTERVAL = timedelta(seconds=10)
-COMMIT_RETRY_DELAYS = (0.05, 0.2, 0.5)
-UNSAVED_RETRY_SECONDS = 1.0
 DEFAULT_RETRY_AFTER = 5.0
-# Every column of the row, to build a detached Account from (see `_read`). Built once: SQLAlchemy
-# memoises a statement's cache key, so reusing it skips rebuilding and re-keying it per request.
-_ACCOUNT_ROW = select(*Account.__table__.columns).where(Account.id == bindparam("account_id"))
-
-
-class ReloginRequired(Conflict):
-    code = "relogin_required"
-    title = "The account must be logged in again"
-
-
-class AllegroUnavailableProblem(ServiceUnavailable):
-    code = "allegro_unavailable"
-    title = "Allegro is unavailable"
-
-    def __init__(self, retry_after: float, detail: str | None = None) -> None:
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(
-            detail or "Allegro cannot issue a token right now and no valid token is held; retry later.",
-            headers={"Retry-After": str(seconds)},
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
-    account_id: uuid.UUID
-    allegro_user_id: str | None
-    login: str | None
-    access_token: str
-    expires_at: datetime
-    scope: str | None
-    token_version: int
-    refreshed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +76,6 @@ class _Want:
     force: bool = False
     seen_version: int | None = None  # forced: the version whose access token Allegro rejected
     trigger: str = "request"
-
-
-@dataclass(frozen=True, slots=True)
-class _Unsaved:
-    tokens: TokenSet
-    base_version: int
-    refreshed_at: datetime
-    forced: bool
 
 
 class TokenBroker:
@@ -135,23 +91,14 @@ class TokenBroker:
         read_concurrency: int,
     ) -> None:
         self._sessionmaker = sessionmaker
-        engine = sessionmaker.kw["bind"]
-        # Same pool as the sessions; reads need no transaction.
-        self._reader: AsyncEngine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Readers queue here, first come first served, rather than in the pool: SQLAlchemy's pool lets
-        # a request that arrives as a connection is returned take it ahead of those already waiting,
-        # so under a burst some requests waited many turns (p99 at 64 clients was 14x the median), and
-        # each waiter there costs more CPU than a semaphore does. Sized to the pool: no reader waits
-        # for a connection the pool has.
-        self._read_gate = asyncio.Semaphore(read_concurrency)
+        self._reads = AccountReads(sessionmaker.kw["bind"], read_concurrency)
         self._allegro = allegro
         self._vault = vault
         self._metrics = metrics
         self._deadline = allegro_deadline_seconds
         self._lock_timeout_ms = int(lock_timeout_seconds * 1000)
-        self._inflight: dict[uuid.UUID, asyncio.Task[IssuedToken]] = {}
-        self._unsaved: dict[uuid.UUID, _Unsaved] = {}
-        self._unsaved_task: asyncio.Task[None] | None = None
+        self._refreshes: SingleFlight[uuid.UUID, IssuedToken] = SingleFlight("token-refresh")
+        self._pairs = RotatedPairs(sessionmaker, vault, write_unsaved=self._write_unsaved)
         self.outage = OutageBreaker(metrics)
         self.credentials = CredentialsBreaker(allegro.client_credentials_valid)
 
@@ -159,29 +106,29 @@ class TokenBroker:
 
     async def token(self, account_id: uuid.UUID, *, min_valid_for: timedelta) -> IssuedToken:
         """A token valid for at least `min_valid_for`, refreshing first when needed."""
-        async with self._read_gate:
+        async with self._reads.gate:
             # Checked once through the gate: in a burst on an expired account, the refresh has usually
             # started while this caller queued, and its answer is this caller's too. Skipping the read
             # here is most of what keeps a refresh storm short.
-            refreshing = account_id in self._inflight
-            account = None if refreshing else await self._fetch(account_id)
+            refreshing = account_id in self._refreshes
+            account = None if refreshing else await self._reads.fetch(account_id)
         if account is None:
             return await self._coalesced(account_id, _Want(min_valid_for))
         _ensure_active(account)
-        if account_id not in self._unsaved and self._usable_for(account) >= min_valid_for:
-            return self._issue(account, refreshed=False)
+        if not self._pairs.holds_unsaved(account_id) and self._usable_for(account) >= min_valid_for:
+            return issue(self._vault, account, refreshed=False)
         return await self._coalesced(account_id, _Want(min_valid_for))
 
     async def refresh(
         self, account_id: uuid.UUID, *, min_valid_for: timedelta, rejected_token: str | None
     ) -> IssuedToken:
         """The caller's Allegro call got 401 with `rejected_token` (or it wants a refresh now)."""
-        account = await self._read(account_id)
+        account = await self._reads.read(account_id)
         _ensure_active(account)
-        if rejected_token is not None and not self._is_current(account, rejected_token):
+        if rejected_token is not None and not is_current(self._vault, account, rejected_token):
             # Already replaced: the stored token is the answer, refreshed only if it is itself stale.
-            if account_id not in self._unsaved and self._usable_for(account) >= min_valid_for:
-                return self._issue(account, refreshed=False)
+            if not self._pairs.holds_unsaved(account_id) and self._usable_for(account) >= min_valid_for:
+                return issue(self._vault, account, refreshed=False)
             return await self._coalesced(account_id, _Want(min_valid_for))
         want = _Want(min_valid_for, force=True, seen_version=account.token_version, trigger="forced")
         return await self._coalesced(account_id, want)
@@ -222,34 +169,24 @@ class TokenBroker:
         await self._rejected(account_id, token_version, exc, _Want(timedelta(0), trigger="keepalive"))
 
     async def aclose(self) -> None:
-        for task in list(self._inflight.values()):
-            task.cancel()
-        if self._unsaved_task is not None:
-            self._unsaved_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._unsaved_task
+        self._refreshes.cancel_all()
+        await self._pairs.aclose()
         await self.credentials.aclose()
 
     # -- single flight -----------------------------------------------------------------------------
 
     async def _coalesced(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
-        task = self._inflight.get(account_id)
-        if task is not None:
+        """Join the refresh under way in this process; start one if there is none or its answer is stale."""
+        if account_id in self._refreshes:
             self._metrics.coalesced_waiters.inc()
-            issued = await asyncio.shield(task)
+            issued = await self._refreshes.join(account_id)
             if issued.refreshed or _valid_until(issued.expires_at) >= want.min_valid_for:
                 return issued
-        task = asyncio.create_task(self._refresh_locked(account_id, want))
-        self._inflight[account_id] = task
-        task.add_done_callback(lambda done: self._forget(account_id, done))
-        # shield: a caller that disconnects must not cancel the refresh others are waiting for.
-        return await asyncio.shield(task)
+        return await self._refreshes.start(account_id, lambda: self._refresh_locked(account_id, want))
 
-    def _forget(self, account_id: uuid.UUID, task: asyncio.Task[IssuedToken]) -> None:
-        if self._inflight.get(account_id) is task:
-            del self._inflight[account_id]
-        if not task.cancelled():
-            task.exception()  # mark retrieved: every waiter re-raises it
+    async def _write_unsaved(self, account_id: uuid.UUID) -> None:
+        """The unsaved-pair writer's retry: a refresh finds the held pair and stores it (see below)."""
+        await self._coalesced(account_id, _Want(timedelta(0), trigger="recovery"))
 
     async def _refresh_locked(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
         async with self._sessionmaker() as session:
@@ -269,10 +206,10 @@ class TokenBroker:
             return await self._refresh_holding_lock(session, account, want)
 
     async def _after_lock_timeout(self, account_id: uuid.UUID, want: _Want) -> IssuedToken:
-        account = await self._read(account_id)
+        account = await self._reads.read(account_id)
         _ensure_active(account)
         if self._usable_for(account) >= want.min_valid_for and not want.force:
-            return self._issue(account, refreshed=False)
+            return issue(self._vault, account, refreshed=False)
         raise AllegroUnavailableProblem(1.0, "A refresh of this account is taking too long; retry shortly.")
 
     # -- the refresh itself (row lock held) -------------------------------------------------------
@@ -282,17 +219,16 @@ class TokenBroker:
     ) -> IssuedToken:
         now = utcnow()
         _ensure_active(account, now)
-        unsaved = self._unsaved.pop(account.id, None)
+        unsaved = self._pairs.take_unsaved(account.id)
         if unsaved is not None and unsaved.base_version == account.token_version:
             # A pair Allegro issued that we could not store earlier: store it now, do not refresh again.
-            base = account.token_version
-            self._apply(account, unsaved.tokens, unsaved.refreshed_at, forced=unsaved.forced)
-            issued = self._issue(account, refreshed=True)  # first: a failed commit expires `account`
-            await self._commit_rotation(session, account, base, unsaved)
+            self._pairs.apply(account, unsaved.tokens, unsaved.refreshed_at, forced=unsaved.forced)
+            issued = issue(self._vault, account, refreshed=True)  # first: a failed commit expires `account`
+            await self._pairs.commit(session, account, unsaved)
             return issued
         if self._already_done(account, want, now):
             await release(session, account)
-            return self._issue(account, refreshed=account.token_version != want.seen_version)
+            return issue(self._vault, account, refreshed=account.token_version != want.seen_version)
 
         if (wait := max(self.outage.remaining(), self.credentials.remaining())) > 0:
             await release(session, account)
@@ -318,9 +254,11 @@ class TokenBroker:
             if account.token_version != base:
                 # Another replica stored a pair while the row was unlocked for the marker's commit.
                 await release(session, account)
-                return self._issue(account, refreshed=True)
+                return issue(self._vault, account, refreshed=True)
         assert account.refresh_token_ciphertext is not None  # noqa: S101 - active accounts hold one
-        refresh_token = self._vault.open(TABLE, account.id, REFRESH_COLUMN, account.refresh_token_ciphertext)
+        refresh_token = self._vault.open(
+            Account.refresh_token_ciphertext, account.id, account.refresh_token_ciphertext
+        )
         try:
             async with asyncio.timeout(self._deadline):
                 tokens = await self._allegro.refresh(refresh_token)
@@ -341,11 +279,11 @@ class TokenBroker:
 
         self.outage.record_success()
         forced = want.trigger == "forced"
-        self._apply(account, tokens, now, forced=forced)
+        self._pairs.apply(account, tokens, now, forced=forced)
         # Built before the commit: a commit that fails on a dead connection expires `account`, and its
-        # attributes can then no longer be read (the retries below use the values captured here).
-        issued = self._issue(account, refreshed=True)
-        await self._commit_rotation(session, account, base, _Unsaved(tokens, base, now, forced))
+        # attributes can then no longer be read (the commit's retries use values it captured first).
+        issued = issue(self._vault, account, refreshed=True)
+        await self._pairs.commit(session, account, UnsavedPair(tokens, base, now, forced))
         self._metrics.refreshes.labels("refreshed", want.trigger).inc()
         log.info(
             "token.refreshed",
@@ -379,7 +317,7 @@ class TokenBroker:
             account.access_token_ciphertext is not None
             and self._usable_for(account) >= SERVE_DURING_OUTAGE_MIN
         ):
-            return self._issue(account, refreshed=False)
+            return issue(self._vault, account, refreshed=False)
         raise AllegroUnavailableProblem(retry_after)
 
     async def _rejected(
@@ -403,24 +341,20 @@ class TokenBroker:
             self._metrics.refreshes.labels("unavailable", want.trigger).inc()
             return await self._serve_or_503(account_id, want, DEFAULT_RETRY_AFTER)
 
-        async with self._sessionmaker() as session:
-            account = await session.get(Account, account_id, with_for_update=True, populate_existing=True)
-            if account is None:
-                raise AccountNotFound("No such account.")
-            if account.token_version != used_version:
-                # Another writer rotated the token between our read and Allegro's answer: its pair is
-                # the live one, and the refusal only concerned the token it replaced.
-                await release(session, account)
-                return self._issue(account, refreshed=True)
-            now = utcnow()
+        def reason_for(account: Account) -> ReloginReason:
             if exc.refuses_account:
-                reason = ReloginReason.GRANT_REVOKED
-            elif account.refresh_token_expires_at is not None and account.refresh_token_expires_at <= now:
-                reason = ReloginReason.REFRESH_TOKEN_EXPIRED
-            else:
-                reason = ReloginReason.REFRESH_REJECTED
-            await transitions.relogin_required(session, account, reason, actor="token-broker")
-            await session.commit()
+                return ReloginReason.GRANT_REVOKED
+            expires_at = account.refresh_token_expires_at
+            if expires_at is not None and expires_at <= utcnow():
+                return ReloginReason.REFRESH_TOKEN_EXPIRED
+            return ReloginReason.REFRESH_REJECTED
+
+        flagged = await require_relogin(self._sessionmaker, account_id, used_version, reason_for)
+        if isinstance(flagged, Account):
+            # Another writer rotated the token between our read and Allegro's answer: its pair is the
+            # live one, and the refusal only concerned the token it replaced.
+            return issue(self._vault, flagged, refreshed=True)
+        reason = flagged
         self._metrics.refreshes.labels("relogin_required", want.trigger).inc()
         log.warning(
             "token.refresh.rejected", account_id=str(account_id), reason=reason.value, status=exc.status
@@ -431,98 +365,9 @@ class TokenBroker:
         )
 
     async def _serve_or_503(self, account_id: uuid.UUID, want: _Want, retry_after: float) -> IssuedToken:
-        return self._fallback(await self._read(account_id), want, retry_after)
+        return self._fallback(await self._reads.read(account_id), want, retry_after)
 
-    # -- storing a rotated pair ---------------------------------------------------------------------
-
-    def _apply(self, account: Account, tokens: TokenSet, now: datetime, *, forced: bool) -> None:
-        account.access_token_ciphertext = self._vault.seal(
-            TABLE, account.id, ACCESS_COLUMN, tokens.access_token
-        )
-        account.access_token_expires_at = tokens.access_expires_at
-        account.refresh_token_ciphertext = self._vault.seal(
-            TABLE, account.id, REFRESH_COLUMN, tokens.refresh_token
-        )
-        account.refresh_token_expires_at = tokens.refresh_expires_at
-        if tokens.scope:
-            account.scope = tokens.scope
-        account.last_refreshed_at = now
-        account.token_version += 1
-        account.forced_token_version = account.token_version if forced else None
-        account.refresh_started_at = None
-
-    async def _commit_rotation(
-        self, session: AsyncSession, account: Account, base_version: int, pair: _Unsaved
-    ) -> None:
-        # Read before the commit: if it fails, the session expires `account` (see the caller).
-        account_id = account.id
-        values = token_columns(account)
-        try:
-            await session.commit()
-            return
-        except Exception as exc:
-            log.error("token.refresh.commit_failed", account_id=str(account_id), error=type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await release(session, account)
-        for delay in COMMIT_RETRY_DELAYS:
-            await asyncio.sleep(delay)
-            try:
-                stored = await store_if_unchanged(self._sessionmaker, account_id, base_version, values)
-            except Exception as exc:
-                log.warning(
-                    "token.refresh.commit_retry_failed", account_id=str(account_id), error=type(exc).__name__
-                )
-                continue
-            if stored:
-                log.info("token.refresh.commit_retried", account_id=str(account_id))
-                return
-            # Someone else stored a newer pair meanwhile (using the old refresh token within Allegro's
-            # grace). Theirs is the live pair; ours must not be handed out.
-            raise AllegroUnavailableProblem(1.0, "The account was refreshed concurrently; retry.")
-        self._unsaved[account_id] = pair
-        self._ensure_unsaved_writer()
-        raise DatabaseUnavailable("The refreshed token could not be stored yet; retry shortly.")
-
-    def _ensure_unsaved_writer(self) -> None:
-        if self._unsaved_task is None or self._unsaved_task.done():
-            self._unsaved_task = asyncio.create_task(
-                self._write_unsaved_forever(), name="token-unsaved-writer"
-            )
-
-    async def _write_unsaved_forever(self) -> None:
-        while self._unsaved:
-            await asyncio.sleep(UNSAVED_RETRY_SECONDS)
-            for account_id in list(self._unsaved):
-                try:
-                    await self._coalesced(account_id, _Want(timedelta(0), trigger="recovery"))
-                except Exception as exc:
-                    log.warning(
-                        "token.unsaved.retry_failed", account_id=str(account_id), error=type(exc).__name__
-                    )
-
-    # -- reading -------------------------------------------------------------------------------------
-
-    async def _read(self, account_id: uuid.UUID) -> Account:
-        async with self._read_gate:
-            return await self._fetch(account_id)
-
-    async def _fetch(self, account_id: uuid.UUID) -> Account:
-        """The account row as it is now: one SELECT in autocommit, without an ORM session.
-
-        This is the fresh-token path, run on every request: a session would wrap the SELECT in
-        BEGIN and ROLLBACK (two more round trips) and track the object it does not need to track.
-        The Account returned is detached, as one read through a closed session would be.
-        """
-        async with self._reader.connect() as connection:
-            result = await connection.execute(_ACCOUNT_ROW, {"account_id": account_id})
-            row = result.mappings().one_or_none()
-        if row is None:
-            raise AccountNotFound("No such account.")
-        # Filled the way the ORM fills a loaded instance (its attribute dict), which is several times
-        # cheaper than the constructor's per-attribute change tracking that nothing here needs.
-        account = Account()
-        account.__dict__.update(row)
-        return account
+    # -- the stored token ----------------------------------------------------------------------------
 
     def _usable_for(self, account: Account, now: datetime | None = None) -> timedelta:
         """How long the stored access token is good for, as far as any replica can know."""
@@ -540,26 +385,6 @@ class TokenBroker:
         """
         started = account.refresh_started_at
         return started is not None and (now - started).total_seconds() > self._deadline
-
-    def _is_current(self, account: Account, presented: str) -> bool:
-        if account.access_token_ciphertext is None:
-            return False
-        current = self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext)
-        return hmac.compare_digest(current.encode(), presented.encode())
-
-    def _issue(self, account: Account, *, refreshed: bool) -> IssuedToken:
-        if account.access_token_ciphertext is None or account.access_token_expires_at is None:
-            raise ReloginRequired("The account holds no token; log it in again.")
-        return IssuedToken(
-            account_id=account.id,
-            allegro_user_id=account.allegro_user_id,
-            login=account.login,
-            access_token=self._vault.open(TABLE, account.id, ACCESS_COLUMN, account.access_token_ciphertext),
-            expires_at=account.access_token_expires_at,
-            scope=account.scope,
-            token_version=account.token_version,
-            refreshed=refreshed,
-        )
 
 
 def _ensure_active(account: Account, now: datetime | None = None) -> None:

@@ -32,8 +32,10 @@ from allegro_link.allegro.client import AllegroClient, AllegroRejected, AllegroU
 from allegro_link.db import utcnow
 from allegro_link.errors import DatabaseUnavailable
 from allegro_link.ops.metrics import Metrics
-from allegro_link.tokens.broker import AllegroUnavailableProblem, IssuedToken, ReloginRequired, TokenBroker
+from allegro_link.tokens.broker import TokenBroker
+from allegro_link.tokens.problems import AllegroUnavailableProblem, ReloginRequired
 from allegro_link.tokens.ratelimit import RateLimiter
+from allegro_link.tokens.reads import IssuedToken
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,9 @@ from allegro_link.auth.api_keys import ServicePrincipal
 from allegro_link.auth.deps import TokenReader
 from allegro_link.errors import DatabaseUnavailable, Forbidden, Unauthenticated, error_responses
 from allegro_link.tokens.audit import TokenAuditLog
-from allegro_link.tokens.broker import AllegroUnavailableProblem, IssuedToken, ReloginRequired, TokenBroker
+from allegro_link.tokens.broker import TokenBroker
+from allegro_link.tokens.problems import AllegroUnavailableProblem, ReloginRequired
+from allegro_link.tokens.reads import IssuedToken
 from allegro_link.tokens.schemas import RefreshRequest, TokenOut
 
 router = APIRouter(prefix="/accounts", tags=["tokens"])

@@ -32,7 +32,7 @@ from allegro_link.db import utcnow
 from allegro_link.events.schemas import EventOut
 from allegro_link.events.signals import EventSignals, Signal
 from allegro_link.ops.metrics import Metrics
-from allegro_link.webhooks.endpoints import PREVIOUS_SECRET_COLUMN, SECRET_COLUMN, TABLE
+from allegro_link.webhooks.models import WebhookEndpoint
 from allegro_link.webhooks.signing import signed_headers
 
 log = structlog.get_logger(__name__)
@@ -186,10 +186,12 @@ class DeliveryWorkers:
 
     async def _post(self, http: httpx.AsyncClient, row: _Claim, event: EventOut) -> Outcome:
         now = utcnow()
-        live = [self._vault.open(TABLE, row.endpoint_id, SECRET_COLUMN, row.secret_ciphertext)]
+        live = [self._vault.open(WebhookEndpoint.secret_ciphertext, row.endpoint_id, row.secret_ciphertext)]
         previous, until = row.previous_secret_ciphertext, row.previous_secret_expires_at
         if previous is not None and until is not None and until > now:
-            live.append(self._vault.open(TABLE, row.endpoint_id, PREVIOUS_SECRET_COLUMN, previous))
+            live.append(
+                self._vault.open(WebhookEndpoint.previous_secret_ciphertext, row.endpoint_id, previous)
+            )
         body = event.model_dump_json()
         headers = signed_headers(live, event_id=event.id, timestamp=now, body=body)
         try:

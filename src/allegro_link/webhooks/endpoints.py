@@ -17,9 +17,6 @@ from allegro_link.db import utcnow, uuid7
 from allegro_link.webhooks.models import DeliveryState, WebhookDelivery, WebhookEndpoint
 from allegro_link.webhooks.signing import new_secret
 
-TABLE = "webhook_endpoints"
-SECRET_COLUMN = "secret_ciphertext"  # noqa: S105 - a column name
-PREVIOUS_SECRET_COLUMN = "previous_secret_ciphertext"  # noqa: S105 - a column name
 ROTATION_OVERLAP = timedelta(hours=24)
 LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -83,7 +80,7 @@ async def add_endpoint(
             id=endpoint_id,
             url=check_url(url),
             event_types=check_types(event_types),
-            secret_ciphertext=vault.seal(TABLE, endpoint_id, SECRET_COLUMN, secret),
+            secret_ciphertext=vault.seal(WebhookEndpoint.secret_ciphertext, endpoint_id, secret),
         )
     )
     return endpoint_id, secret
@@ -137,11 +134,13 @@ async def remove_endpoint(session: AsyncSession, endpoint_id: uuid.UUID) -> None
 async def rotate_secret(session: AsyncSession, vault: TokenVault, endpoint_id: uuid.UUID) -> str:
     """A new secret; the current one keeps signing too for 24 hours, so receivers can switch over."""
     endpoint = await _get(session, endpoint_id)
-    current = vault.open(TABLE, endpoint.id, SECRET_COLUMN, endpoint.secret_ciphertext)
+    current = vault.open(WebhookEndpoint.secret_ciphertext, endpoint.id, endpoint.secret_ciphertext)
     secret = new_secret()
-    endpoint.previous_secret_ciphertext = vault.seal(TABLE, endpoint.id, PREVIOUS_SECRET_COLUMN, current)
+    endpoint.previous_secret_ciphertext = vault.seal(
+        WebhookEndpoint.previous_secret_ciphertext, endpoint.id, current
+    )
     endpoint.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
-    endpoint.secret_ciphertext = vault.seal(TABLE, endpoint.id, SECRET_COLUMN, secret)
+    endpoint.secret_ciphertext = vault.seal(WebhookEndpoint.secret_ciphertext, endpoint.id, secret)
     return secret
 
 
