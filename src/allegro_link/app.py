@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ import httpx
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link import __version__
 from allegro_link.accounts.expiry import expire_lapsed_forever
@@ -40,6 +38,7 @@ from allegro_link.ops import account_gauge
 from allegro_link.ops.metrics import Metrics
 from allegro_link.ops.middleware import BodyTooLarge, RequestContextMiddleware
 from allegro_link.ops.routes import router as ops_router
+from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
 from allegro_link.tokens.broker import TokenBroker
@@ -57,30 +56,6 @@ and re-link Allegro accounts; internal services fetch currently valid access tok
 
 Every error is `application/problem+json` with a stable `code`.
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """What the lifespan owns; routes reach it as `request.state.resources`."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    http: httpx.AsyncClient
-    metrics: Metrics
-    head_revision: str
-    vault: TokenVault
-    allegro: AllegroClient
-    owner_tokens: OwnerTokenVerifier
-    api_keys: ApiKeyVerifier
-    link_flow: LinkFlow
-    tokens: TokenBroker
-    token_audit: TokenAuditLog
-    signals: EventSignals
-    # Its own small pool for the sequencer and the webhook workers: a slow webhook endpoint holds
-    # these connections, never the ones token requests need.
-    events_engine: AsyncEngine
-    events_sessionmaker: async_sessionmaker[AsyncSession]
 
 
 def build_resources(settings: Settings, metrics: Metrics) -> Resources:

@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 
 from allegro_link.accounts.deadline import relogin_deadline
 from allegro_link.accounts.status import EffectiveStatus
+from allegro_link.resources import resources
 
 
 def soon_window(request: Request) -> timedelta:
     """`ALLEGRO_LINK_RELOGIN_SOON_DAYS` of the app serving `request`."""
-    return timedelta(days=request.state.resources.settings.relogin_soon_days)
+    return timedelta(days=resources(request).settings.relogin_soon_days)
 
 
 StatusWord = Literal["active", "relogin_required"]

@@ -16,6 +16,7 @@ from allegro_link.auth.api_keys import ServicePrincipal
 from allegro_link.auth.owner import OwnerPrincipal
 from allegro_link.errors import Forbidden, Unauthenticated
 from allegro_link.ops.middleware import CALLER_SCOPE_KEY
+from allegro_link.resources import resources
 
 API_KEY_PREFIX = "alk_"
 MAX_CREDENTIAL_LENGTH = 8192
@@ -33,14 +34,13 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
     token = credentials.credentials
     if len(token) > MAX_CREDENTIAL_LENGTH:
         raise Unauthenticated("The credentials are not valid.")
-    resources = request.state.resources
+    app = resources(request)
     if token.startswith(API_KEY_PREFIX):
-        principal: ServicePrincipal | None = await resources.api_keys.verify(token)
+        principal = await app.api_keys.verify(token)
         if principal is None:
             raise Unauthenticated("The API key is not valid.")
         return principal
-    owner: OwnerPrincipal = await resources.owner_tokens.verify(token)
-    return owner
+    return await app.owner_tokens.verify(token)
 
 
 def _owner(caller: Principal) -> OwnerPrincipal:

@@ -30,6 +30,7 @@ from allegro_link.oauth.schemas import (
     CompleteRequest,
     CompleteResponse,
 )
+from allegro_link.resources import resources
 
 router = APIRouter(tags=["oauth"])
 
@@ -38,8 +39,7 @@ CALLBACK_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store
 
 
 def _flow(request: Request) -> LinkFlow:
-    flow: LinkFlow = request.state.resources.link_flow
-    return flow
+    return resources(request).link_flow
 
 
 Flow = Annotated[LinkFlow, Depends(_flow)]
