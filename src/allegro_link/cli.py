@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from allegro_link.auth.scopes import SCOPES
 from allegro_link.fake_allegro.config import FakeConfigError
 from allegro_link.settings import ConfigError, DatabaseSettings
 from allegro_link.webhooks.cli import WebhookCliError
@@ -305,9 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         required=True,
-        choices=["tokens:read", "accounts:read", "events:read"],
-        help="repeat for several: tokens:read fetches access tokens, accounts:read lists accounts and "
-        "their history, events:read reads the event feed",
+        choices=list(SCOPES),
+        help="repeat for several: " + ", ".join(f"{scope} {allows}" for scope, allows in SCOPES.items()),
     )
     create.set_defaults(handler=_cmd_api_keys_create)
     listing = api_key_commands.add_parser(
