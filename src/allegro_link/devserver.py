@@ -36,6 +36,7 @@ from allegro_link.crypto.keys import generate_key_entry
 from allegro_link.demo.owner_token import OwnerTokenMinter
 from allegro_link.demo.routes import LINKED_PATH
 from allegro_link.embedded_pg import EmbeddedPostgres
+from allegro_link.fake_allegro.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from allegro_link.logs import configure_logging
 from allegro_link.migrations_path import alembic_config
 from allegro_link.settings import ENV_PREFIX, Settings, load_settings
@@ -43,8 +44,6 @@ from allegro_link.settings import ENV_PREFIX, Settings, load_settings
 STATE_DIR = Path(".allegro-link")
 DEV_OWNER_ID = "demo-owner"
 DEV_DATABASE = "allegro_link"
-DEV_CLIENT_ID = "allegro-link-dev"
-DEV_CLIENT_SECRET = "allegro-link-dev-secret"  # noqa: S105 - known to the local fake Allegro only
 DEV_KEY_SCOPES = (TOKENS_READ, ACCOUNTS_READ)
 DOTENV = Path(".env")
 # Where the banner suggests running `allegro-link webhooks listen` (its default port).
