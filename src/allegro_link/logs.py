@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -227,8 +227,3 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         logger.disabled = False
         if name != "uvicorn.access":
             logger.setLevel(logging.NOTSET)
-
-
-def bind_request_context(values: MutableMapping[str, Any]) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**values)

@@ -15,7 +15,6 @@ from allegro_link.auth.deps import Owner, actor
 from allegro_link.db import DbSession
 from allegro_link.errors import PROBLEM_CONTENT_TYPE, Forbidden, Unauthenticated, error_responses
 from allegro_link.oauth.flow import (
-    AccountMismatch,
     CallbackParams,
     InvalidState,
     LinkFlow,
@@ -143,6 +142,3 @@ async def complete(request: Request, body: CompleteRequest, owner: Owner, flow: 
         result=completed.result,
         account=AccountOut.build(status_view(completed.account), soon_window=soon_window(request)),
     )
-
-
-__all__ = ["AccountMismatch", "router"]
