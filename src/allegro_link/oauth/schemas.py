@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from allegro_link.accounts.schemas import AccountOut
+from allegro_link.oauth.flow import LinkResult
 
 
 class AuthorizeRequest(BaseModel):
@@ -30,7 +31,7 @@ class CompleteRequest(BaseModel):
 
 
 class CompleteResponse(BaseModel):
-    result: Literal["linked", "relinked"]
+    result: LinkResult
     account: AccountOut
 
 
