@@ -142,7 +142,7 @@ def build_keepalive(resources: Resources) -> KeepAlive:
         resources.metrics,
         enabled=settings.keepalive_enabled,
         refresh_window=timedelta(days=settings.keepalive_window_days),
-        soon_window=timedelta(days=settings.relogin_soon_days),
+        soon_window=settings.relogin_soon_window,
     )
 
 
@@ -182,7 +182,7 @@ def create_app(
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
         # Also the start-up check of the database: one line says why when it turns us away.
-        soon_window = timedelta(days=settings.relogin_soon_days)
+        soon_window = settings.relogin_soon_window
         await account_gauge.fill_at_start(
             resources.sessionmaker,
             app_metrics,

@@ -20,6 +20,8 @@ from allegro_link.ops.middleware import CALLER_SCOPE_KEY
 from allegro_link.resources import resources
 
 MAX_CREDENTIAL_LENGTH = 8192
+# What every route behind one of the roles below may answer (OpenAPI `responses=`), before its own.
+AUTH_ERRORS = (Unauthenticated, Forbidden)
 
 Principal = OwnerPrincipal | ServicePrincipal
 P = TypeVar("P", bound=Principal)

@@ -11,9 +11,9 @@ from sqlalchemy import exists, select
 
 from allegro_link.accounts.models import AccountEvent
 from allegro_link.accounts.service import AccountNotFound, InvalidCursor, get_account
-from allegro_link.auth.deps import AccountReader, EventReader, owner_scope
+from allegro_link.auth.deps import AUTH_ERRORS, AccountReader, EventReader, owner_scope
 from allegro_link.db import DbSession
-from allegro_link.errors import Forbidden, Unauthenticated, error_responses
+from allegro_link.errors import error_responses
 from allegro_link.events.feed import (
     FeedFilter,
     decode_feed_cursor,
@@ -29,7 +29,6 @@ from allegro_link.resources import ResourcesDep
 
 router = APIRouter()
 
-AUTH_ERRORS = (Unauthenticated, Forbidden)
 MAX_WAIT_SECONDS = 30
 
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.auth.api_keys import ServicePrincipal
-from allegro_link.auth.deps import TokenReader
-from allegro_link.errors import DatabaseUnavailable, Forbidden, Unauthenticated, error_responses
+from allegro_link.auth.deps import AUTH_ERRORS, TokenReader
+from allegro_link.errors import DatabaseUnavailable, error_responses
 from allegro_link.resources import resources
 from allegro_link.tokens.broker import AllegroUnavailableProblem, IssuedToken, ReloginRequired
 from allegro_link.tokens.schemas import RefreshRequest, TokenOut
@@ -22,8 +22,7 @@ MinValidFor = Annotated[
     int, Query(ge=0, le=3600, description="seconds the token must stay valid for (default 300)")
 ]
 ERRORS = error_responses(
-    Unauthenticated,
-    Forbidden,
+    *AUTH_ERRORS,
     AccountNotFound,
     ReloginRequired,
     AllegroUnavailableProblem,
