@@ -63,18 +63,23 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from allegro_link.fake_allegro.authorize import (
-    OAUTH_PARAMS,
-    AuthorizeErrorPage,
-    AuthorizeErrorRedirect,
-    parse_authorize,
-)
+from allegro_link.fake_allegro.authorize import AuthorizeErrorPage, AuthorizeErrorRedirect, parse_authorize
 from allegro_link.fake_allegro.config import ALL_SCOPES, FakeClient
 from allegro_link.fake_allegro.faults import Fault
 from allegro_link.fake_allegro.models import User, UserConflict
 from allegro_link.fake_allegro.store import FakeStore
 
 DEFAULT_DELAYS = {"timeout": 30.0, "delay": 1.0, "hold": 30.0}
+AUTHORIZE_QUERY_FIELDS = {
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "scope",
+    "prompt",
+    "code_challenge",
+    "code_challenge_method",
+}
 
 
 class _Body(BaseModel):
@@ -255,7 +260,7 @@ class ControlRoutes:
 
     async def authorize(self, body: AuthorizeIn) -> Response | dict[str, object]:
         """The authorize flow without HTML: log in as `login` and consent (or cancel)."""
-        fields = body.model_dump(include=set(OAUTH_PARAMS))
+        fields = body.model_dump(include=AUTHORIZE_QUERY_FIELDS)
         pairs = [(name, value) for name, value in fields.items() if isinstance(value, str)]
         pairs += list(body.extra.items())
         try:
