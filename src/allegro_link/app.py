@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ import httpx
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from allegro_link import __version__
 from allegro_link.accounts.expiry import expire_lapsed_forever
@@ -40,6 +38,7 @@ from allegro_link.ops import account_gauge
 from allegro_link.ops.metrics import Metrics
 from allegro_link.ops.middleware import BodyTooLarge, RequestContextMiddleware
 from allegro_link.ops.routes import router as ops_router
+from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
 from allegro_link.tokens.broker import TokenBroker
@@ -57,30 +56,6 @@ and re-link Allegro accounts; internal services fetch currently valid access tok
 
 Every error is `application/problem+json` with a stable `code`.
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """What the lifespan owns; routes reach it as `request.state.resources`."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    http: httpx.AsyncClient
-    metrics: Metrics
-    head_revision: str
-    vault: TokenVault
-    allegro: AllegroClient
-    owner_tokens: OwnerTokenVerifier
-    api_keys: ApiKeyVerifier
-    link_flow: LinkFlow
-    tokens: TokenBroker
-    token_audit: TokenAuditLog
-    signals: EventSignals
-    # Its own small pool for the sequencer and the webhook workers: a slow webhook endpoint holds
-    # these connections, never the ones token requests need.
-    events_engine: AsyncEngine
-    events_sessionmaker: async_sessionmaker[AsyncSession]
 
 
 def build_resources(settings: Settings, metrics: Metrics) -> Resources:
@@ -167,7 +142,7 @@ def build_keepalive(resources: Resources) -> KeepAlive:
         resources.metrics,
         enabled=settings.keepalive_enabled,
         refresh_window=timedelta(days=settings.keepalive_window_days),
-        soon_window=timedelta(days=settings.relogin_soon_days),
+        soon_window=settings.relogin_soon_window,
     )
 
 
@@ -207,7 +182,7 @@ def create_app(
         resources = build_resources(settings, app_metrics)
         app.state.resources = resources  # for operators' debugging and fault-injection tests
         # Also the start-up check of the database: one line says why when it turns us away.
-        soon_window = timedelta(days=settings.relogin_soon_days)
+        soon_window = settings.relogin_soon_window
         await account_gauge.fill_at_start(
             resources.sessionmaker,
             app_metrics,

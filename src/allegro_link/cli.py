@@ -15,7 +15,14 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from allegro_link.fake_allegro.config import FakeConfigError
+from allegro_link.auth.scopes import SCOPES
+from allegro_link.fake_allegro.config import (
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    DEV_REDIRECT_URI,
+    FakeAllegroConfig,
+    FakeConfigError,
+)
 from allegro_link.settings import ConfigError, DatabaseSettings
 from allegro_link.webhooks.cli import WebhookCliError
 from allegro_link.webhooks.cli import register as register_webhooks
@@ -59,7 +66,6 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def _cmd_fake_allegro(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from allegro_link.fake_allegro import FakeAllegroConfig
     from allegro_link.fake_allegro.server import serve
 
     serve(args.host, args.port, replace(FakeAllegroConfig.from_env(), controls_enabled=args.controls))
@@ -188,6 +194,15 @@ def _cmd_import_legacy(args: argparse.Namespace) -> int:
 DB = "reads ALLEGRO_LINK_DATABASE_URL (and the optional ALLEGRO_LINK_DB_* settings)"
 SETTINGS_DOC = "every setting, its default and meaning: docs/configuration.md"
 Formatter = argparse.ArgumentDefaultsHelpFormatter
+# Where the service and the fake Allegro listen unless told otherwise; `dev` runs both on one machine.
+SERVICE_PORT = 8000
+FAKE_ALLEGRO_PORT = 8001
+LOCAL_HOST = "127.0.0.1"
+
+
+def _listen_arguments(sub: argparse.ArgumentParser, *, host: str, port: int) -> None:
+    sub.add_argument("--host", default=host, help="address to listen on")
+    sub.add_argument("--port", type=int, default=port, help="port to listen on")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,8 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_serve,
     )
     # A server in a container listens on every interface.
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    _listen_arguments(serve, host="0.0.0.0", port=SERVICE_PORT)  # noqa: S104
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (each has its own pool and metrics)"
     )
@@ -242,20 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
         "refuses to start when any other ALLEGRO_LINK_* setting is set in the environment or .env.",
         _cmd_dev,
     )
-    dev.add_argument("--host", default="127.0.0.1", help="address of the service and the fake Allegro")
-    dev.add_argument("--port", type=int, default=8000, help="port of the service")
-    dev.add_argument("--fake-port", type=int, default=8001, help="port of the fake Allegro")
+    dev.add_argument("--host", default=LOCAL_HOST, help="address of the service and the fake Allegro")
+    dev.add_argument("--port", type=int, default=SERVICE_PORT, help="port of the service")
+    dev.add_argument("--fake-port", type=int, default=FAKE_ALLEGRO_PORT, help="port of the fake Allegro")
 
     fake = command(
         "fake-allegro",
         "Run the Allegro OAuth emulator alone (for tests and demos, never in production)",
-        "Reads ALLEGRO_LINK_FAKE_CLIENT_ID (default allegro-link-dev), _CLIENT_SECRET "
-        "(allegro-link-dev-secret), _REDIRECT_URIS (http://localhost:8000/oauth/callback), _ACCESS_TTL "
-        "(43200 s) and _REFRESH_TTL (7776000 s).",
+        f"Reads ALLEGRO_LINK_FAKE_CLIENT_ID (default {DEV_CLIENT_ID}), _CLIENT_SECRET "
+        f"({DEV_CLIENT_SECRET}), _REDIRECT_URIS ({DEV_REDIRECT_URI}), "
+        f"_ACCESS_TTL ({FakeAllegroConfig.access_token_ttl} s) "
+        f"and _REFRESH_TTL ({FakeAllegroConfig.refresh_token_ttl} s).",
         _cmd_fake_allegro,
     )
-    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    fake.add_argument("--port", type=int, default=8001, help="port to listen on")
+    _listen_arguments(fake, host=LOCAL_HOST, port=FAKE_ALLEGRO_PORT)
     fake.add_argument(
         "--controls",
         action="store_true",
@@ -305,9 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         required=True,
-        choices=["tokens:read", "accounts:read", "events:read"],
-        help="repeat for several: tokens:read fetches access tokens, accounts:read lists accounts and "
-        "their history, events:read reads the event feed",
+        choices=list(SCOPES),
+        help="repeat for several: " + ", ".join(f"{scope} {allows}" for scope, allows in SCOPES.items()),
     )
     create.set_defaults(handler=_cmd_api_keys_create)
     listing = api_key_commands.add_parser(

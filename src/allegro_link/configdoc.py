@@ -14,6 +14,12 @@ from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from allegro_link.fake_allegro.config import (
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    DEV_REDIRECT_URI,
+    FakeAllegroConfig,
+)
 from allegro_link.settings import ENV_PREFIX, DatabaseSettings, KeyRingSettings, Settings
 
 MEANINGS: dict[str, str] = {
@@ -127,16 +133,18 @@ to start when any other setting below is set in the environment or `.env`: it us
 database and generated secrets.
 """
 
-FOOTER = """\
+FOOTER = f"""\
 ## The fake Allegro (`allegro-link fake-allegro`)
 
 | variable | default | meaning |
 |---|---|---|
-| `ALLEGRO_LINK_FAKE_CLIENT_ID` | `allegro-link-dev` | the one registered application's client id |
-| `ALLEGRO_LINK_FAKE_CLIENT_SECRET` | `allegro-link-dev-secret` | its secret |
-| `ALLEGRO_LINK_FAKE_REDIRECT_URIS` | `http://localhost:8000/oauth/callback` | its redirect URIs |
-| `ALLEGRO_LINK_FAKE_ACCESS_TTL` | `43200` | access token lifetime, seconds (at least 2) |
-| `ALLEGRO_LINK_FAKE_REFRESH_TTL` | `7776000` | refresh token lifetime, seconds (at least 2) |
+| `ALLEGRO_LINK_FAKE_CLIENT_ID` | `{DEV_CLIENT_ID}` | the one registered application's client id |
+| `ALLEGRO_LINK_FAKE_CLIENT_SECRET` | `{DEV_CLIENT_SECRET}` | its secret |
+| `ALLEGRO_LINK_FAKE_REDIRECT_URIS` | `{DEV_REDIRECT_URI}` | its redirect URIs |
+| `ALLEGRO_LINK_FAKE_ACCESS_TTL` | `{FakeAllegroConfig.access_token_ttl}` | access token lifetime, \
+seconds (at least 2) |
+| `ALLEGRO_LINK_FAKE_REFRESH_TTL` | `{FakeAllegroConfig.refresh_token_ttl}` | refresh token lifetime, \
+seconds (at least 2) |
 
 The test controls under `/__fake__/` are off unless the command is given `--controls`; no variable
 turns them on.

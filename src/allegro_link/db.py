@@ -15,6 +15,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
+from allegro_link.resources import resources
 from allegro_link.settings import DatabaseSettings
 
 NAMING_CONVENTION = {
@@ -164,8 +165,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: commit when the route returns, roll back when it raises."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.state.resources.sessionmaker
-    async with sessionmaker() as session:
+    async with resources(request).sessionmaker() as session:
         try:
             yield session
         except BaseException:

@@ -31,10 +31,12 @@ from alembic import command
 from dotenv import dotenv_values
 
 from allegro_link.app import create_app
+from allegro_link.auth.scopes import ACCOUNTS_READ, TOKENS_READ
 from allegro_link.crypto.keys import generate_key_entry
 from allegro_link.demo.owner_token import OwnerTokenMinter
 from allegro_link.demo.routes import LINKED_PATH
 from allegro_link.embedded_pg import EmbeddedPostgres
+from allegro_link.fake_allegro.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from allegro_link.logs import configure_logging
 from allegro_link.migrations_path import alembic_config
 from allegro_link.settings import ENV_PREFIX, Settings, load_settings
@@ -42,8 +44,7 @@ from allegro_link.settings import ENV_PREFIX, Settings, load_settings
 STATE_DIR = Path(".allegro-link")
 DEV_OWNER_ID = "demo-owner"
 DEV_DATABASE = "allegro_link"
-DEV_CLIENT_ID = "allegro-link-dev"
-DEV_CLIENT_SECRET = "allegro-link-dev-secret"  # noqa: S105 - known to the local fake Allegro only
+DEV_KEY_SCOPES = (TOKENS_READ, ACCOUNTS_READ)
 DOTENV = Path(".env")
 # Where the banner suggests running `allegro-link webhooks listen` (its default port).
 WEBHOOK_LISTEN_PORT = 8787
@@ -97,7 +98,7 @@ async def _dev_api_key(settings: Settings, secrets_path: Path, stored: dict[str,
                 if row is not None:
                     return known
             key = await create_api_key(
-                session, name=f"dev-{secrets.token_hex(3)}", scopes=["tokens:read", "accounts:read"]
+                session, name=f"dev-{secrets.token_hex(3)}", scopes=list(DEV_KEY_SCOPES)
             )
     finally:
         await engine.dispose()
@@ -236,7 +237,7 @@ def banner(settings: Settings, base: str, fake_base: str, owner_jwt: str, api_ke
         f"  owner JWT ({DEV_OWNER_ID}, 7 days):",
         f"    {owner_jwt}",
         "",
-        "  service API key (tokens:read, accounts:read):",
+        f"  service API key ({', '.join(DEV_KEY_SCOPES)}):",
         f"    {api_key}",
         "",
         "  Point the CLI at this stack from another shell (`allegro-link api-keys list`, ...):",

@@ -13,12 +13,14 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from allegro_link.auth.scopes import KEY_MARKER
 
 REDACTED = "[redacted]"
 
@@ -39,15 +41,15 @@ _JSON_SECRET = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_API_KEY = re.compile(r"\balk_[A-Za-z0-9_-]{8,}")
+_API_KEY = re.compile(rf"\b{re.escape(KEY_MARKER)}[A-Za-z0-9_-]{{8,}}")
 _DESCRIPTION_TOKEN = re.compile(r"(?P<key>(?:refresh|access) token(?: expired)?:\s*)\S+", re.IGNORECASE)
 
 
 # Every pattern above needs one of these substrings to match (a JWT starts with "eyJ", a query secret
-# has "=", a JSON secret and a token description have ":", an API key starts with "alk_"). Most log
+# has "=", a JSON secret and a token description have ":", an API key starts with its marker). Most log
 # strings (event names, routes, paths, ids) have none, and one search is far cheaper than six
 # substitutions: this runs on every access-log line.
-_MAY_HOLD_SECRET = re.compile(r"eyJ|=|:|alk_|bearer|basic", re.IGNORECASE)
+_MAY_HOLD_SECRET = re.compile(rf"eyJ|=|:|{re.escape(KEY_MARKER)}|bearer|basic", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:
@@ -225,8 +227,3 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         logger.disabled = False
         if name != "uvicorn.access":
             logger.setLevel(logging.NOTSET)
-
-
-def bind_request_context(values: MutableMapping[str, Any]) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**values)

@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -321,6 +322,11 @@ class Settings(KeyRingSettings):
                 "ALLEGRO_LINK_DB_STATEMENT_TIMEOUT_SECONDS"
             )
         return self
+
+    @property
+    def relogin_soon_window(self) -> timedelta:
+        """How close to its re-login deadline an active account counts as `relogin_soon`."""
+        return timedelta(days=self.relogin_soon_days)
 
     @property
     def auth_base_url(self) -> str:

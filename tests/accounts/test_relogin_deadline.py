@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import AccountEvent, AccountStatus, ReloginReason
 from allegro_link.accounts.warnings import warn_relogin_soon
-from allegro_link.app import Resources, create_app
+from allegro_link.app import create_app
 from allegro_link.db import utcnow
+from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from allegro_link.tokens.keepalive import update_gauges
 from tests.support.accounts import insert_account, update_account

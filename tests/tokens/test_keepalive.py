@@ -12,9 +12,10 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus, ReloginReason
-from allegro_link.app import Resources, build_keepalive, build_resources
+from allegro_link.app import build_keepalive, build_resources
 from allegro_link.db import utcnow
 from allegro_link.ops.metrics import Metrics
+from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from allegro_link.tokens.keepalive import RateLimiter, sweep_once
 from tests.support.link import LinkHarness

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import AccountEvent
-from allegro_link.app import Resources, build_keepalive, build_resources
+from allegro_link.app import build_keepalive, build_resources
 from allegro_link.db import utcnow
 from allegro_link.ops.metrics import Metrics
+from allegro_link.resources import Resources
 from allegro_link.tokens.keepalive import update_gauges
 from allegro_link.tokens.ratelimit import RateLimiter
 from tests.support.accounts import update_account

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from allegro_link.accounts.schemas import AccountOut, AccountPage, soon_window
+from allegro_link.accounts.schemas import AccountOut, AccountPage, SoonWindow
 from allegro_link.accounts.service import (
     AccountFilter,
     AccountNotFound,
@@ -18,13 +18,11 @@ from allegro_link.accounts.service import (
     list_accounts,
     status_view,
 )
-from allegro_link.auth.deps import AccountReader, Owner, actor, owner_scope
+from allegro_link.auth.deps import AUTH_ERRORS, AccountReader, Owner, actor, owner_scope
 from allegro_link.db import DbSession
-from allegro_link.errors import Forbidden, Unauthenticated, error_responses
+from allegro_link.errors import Forbidden, error_responses
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
-
-AUTH_ERRORS = (Unauthenticated, Forbidden)
 
 
 @router.get(
@@ -34,9 +32,9 @@ AUTH_ERRORS = (Unauthenticated, Forbidden)
     responses=error_responses(*AUTH_ERRORS, InvalidCursor),
 )
 async def list_(
-    request: Request,
     session: DbSession,
     caller: AccountReader,
+    window: SoonWindow,
     status: Annotated[
         ListStatus | None,
         Query(description="only accounts in this status; `relogin_soon`: active ones near their deadline"),
@@ -54,7 +52,6 @@ async def list_(
         scope = owner_id
     elif owner_id not in (None, scope):
         raise Forbidden("Owners list only their own accounts.")
-    window = soon_window(request)
     page = await list_accounts(
         session,
         AccountFilter(owner_id=scope, soon_window=window, status=status, login=login),
@@ -76,11 +73,11 @@ async def list_(
     responses=error_responses(*AUTH_ERRORS, AccountNotFound),
 )
 async def get(
-    request: Request, session: DbSession, caller: AccountReader, account_id: uuid.UUID
+    session: DbSession, caller: AccountReader, window: SoonWindow, account_id: uuid.UUID
 ) -> AccountOut:
     """One account, with its status as of now."""
     account = await get_account(session, account_id, owner_scope(caller))
-    return AccountOut.build(status_view(account), soon_window=soon_window(request))
+    return AccountOut.build(status_view(account), soon_window=window)
 
 
 @router.delete(

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
 from allegro_link.accounts.deadline import relogin_deadline
 from allegro_link.accounts.status import EffectiveStatus
+from allegro_link.resources import resources
 
 
 def soon_window(request: Request) -> timedelta:
     """`ALLEGRO_LINK_RELOGIN_SOON_DAYS` of the app serving `request`."""
-    return timedelta(days=request.state.resources.settings.relogin_soon_days)
+    return resources(request).settings.relogin_soon_window
+
+
+SoonWindow = Annotated[timedelta, Depends(soon_window)]
 
 
 StatusWord = Literal["active", "relogin_required"]
 ReasonWord = Literal["legacy_account", "refresh_token_expired", "grant_revoked", "refresh_rejected"]
 
 
-class AccountOut(BaseModel):
-    """An Allegro account linked by an owner. `status` is true at the moment of the response."""
+class PublicAccount(BaseModel):
+    """An account's identity and status: the head of the Account object and every event's `account`."""
 
     id: uuid.UUID
     owner_id: str
@@ -31,6 +35,11 @@ class AccountOut(BaseModel):
     login: str | None
     status: StatusWord
     relogin_reason: ReasonWord | None
+
+
+class AccountOut(PublicAccount):
+    """An Allegro account linked by an owner. `status` is true at the moment of the response."""
+
     status_changed_at: datetime
     linked_at: datetime | None
     last_refreshed_at: datetime | None

@@ -37,15 +37,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.auth.models import ApiKey
+from allegro_link.auth.scopes import KEY_MARKER, KNOWN_SCOPES
 from allegro_link.db import utcnow
 from allegro_link.singleflight import SingleFlight
 
-SCOPE_TOKENS_READ = "tokens:read"
-SCOPE_ACCOUNTS_READ = "accounts:read"
-SCOPE_EVENTS_READ = "events:read"
-KNOWN_SCOPES = frozenset({SCOPE_TOKENS_READ, SCOPE_ACCOUNTS_READ, SCOPE_EVENTS_READ})
-
-KEY_MARKER = "alk_"
 PREFIX_LENGTH = 12
 SECRET_BYTES = 32
 NAME_MAX_LENGTH = 100
@@ -53,7 +48,9 @@ NAME_MAX_LENGTH = 100
 MAX_PRESENTED_LENGTH = 200
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
-_KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}(?:_([A-Za-z0-9]{6}))?")
+_KEY_SHAPE = re.compile(
+    rf"{re.escape(KEY_MARKER)}([A-Za-z0-9]{{12}})_[A-Za-z0-9_-]{{43}}(?:_([A-Za-z0-9]{{6}}))?"
+)
 CHECK_LENGTH = 6
 # Compared against when the prefix is unknown, so that the work done does not depend on the prefix.
 _NO_KEY_HASH = bytes(hashlib.sha256().digest_size)

@@ -14,14 +14,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from allegro_link.auth.api_keys import ServicePrincipal
 from allegro_link.auth.owner import OwnerPrincipal
+from allegro_link.auth.scopes import ACCOUNTS_READ, EVENTS_READ, KEY_MARKER, TOKENS_READ
 from allegro_link.errors import Forbidden, Unauthenticated
 from allegro_link.ops.middleware import CALLER_SCOPE_KEY
+from allegro_link.resources import resources
 
-API_KEY_PREFIX = "alk_"
 MAX_CREDENTIAL_LENGTH = 8192
-SCOPE_TOKENS_READ = "tokens:read"
-SCOPE_ACCOUNTS_READ = "accounts:read"
-SCOPE_EVENTS_READ = "events:read"
+# What every route behind one of the roles below may answer (OpenAPI `responses=`), before its own.
+AUTH_ERRORS = (Unauthenticated, Forbidden)
 
 Principal = OwnerPrincipal | ServicePrincipal
 P = TypeVar("P", bound=Principal)
@@ -33,14 +33,13 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
     token = credentials.credentials
     if len(token) > MAX_CREDENTIAL_LENGTH:
         raise Unauthenticated("The credentials are not valid.")
-    resources = request.state.resources
-    if token.startswith(API_KEY_PREFIX):
-        principal: ServicePrincipal | None = await resources.api_keys.verify(token)
+    app = resources(request)
+    if token.startswith(KEY_MARKER):
+        principal = await app.api_keys.verify(token)
         if principal is None:
             raise Unauthenticated("The API key is not valid.")
         return principal
-    owner: OwnerPrincipal = await resources.owner_tokens.verify(token)
-    return owner
+    return await app.owner_tokens.verify(token)
 
 
 def _owner(caller: Principal) -> OwnerPrincipal:
@@ -50,24 +49,24 @@ def _owner(caller: Principal) -> OwnerPrincipal:
 
 
 def _account_reader(caller: Principal) -> Principal:
-    if isinstance(caller, ServicePrincipal) and not caller.has_scope(SCOPE_ACCOUNTS_READ):
-        raise Forbidden(f"The API key lacks the {SCOPE_ACCOUNTS_READ} scope.")
+    if isinstance(caller, ServicePrincipal) and not caller.has_scope(ACCOUNTS_READ):
+        raise Forbidden(f"The API key lacks the {ACCOUNTS_READ} scope.")
     return caller
 
 
 def _token_reader(caller: Principal) -> ServicePrincipal:
     if not isinstance(caller, ServicePrincipal):
         raise Forbidden("Owners never read tokens; this endpoint is for internal services.")
-    if not caller.has_scope(SCOPE_TOKENS_READ):
-        raise Forbidden(f"The API key lacks the {SCOPE_TOKENS_READ} scope.")
+    if not caller.has_scope(TOKENS_READ):
+        raise Forbidden(f"The API key lacks the {TOKENS_READ} scope.")
     return caller
 
 
 def _event_reader(caller: Principal) -> ServicePrincipal:
     if not isinstance(caller, ServicePrincipal):
         raise Forbidden("The event feed is for internal services.")
-    if not caller.has_scope(SCOPE_EVENTS_READ):
-        raise Forbidden(f"The API key lacks the {SCOPE_EVENTS_READ} scope.")
+    if not caller.has_scope(EVENTS_READ):
+        raise Forbidden(f"The API key lacks the {EVENTS_READ} scope.")
     return caller
 
 
@@ -82,7 +81,7 @@ class _BearerRole(HTTPBearer, Generic[P]):
     def __init__(self, role: Callable[[Principal], P]) -> None:
         super().__init__(
             scheme_name="HTTPBearer",
-            description="An owner JWT, or a service API key (alk_…)",
+            description=f"An owner JWT, or a service API key ({KEY_MARKER}…)",
             auto_error=False,
         )
         self._role = role

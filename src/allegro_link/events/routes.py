@@ -6,15 +6,14 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlalchemy import exists, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allegro_link.accounts.models import AccountEvent
 from allegro_link.accounts.service import AccountNotFound, InvalidCursor, get_account
-from allegro_link.auth.deps import AccountReader, EventReader, owner_scope
+from allegro_link.auth.deps import AUTH_ERRORS, AccountReader, EventReader, owner_scope
 from allegro_link.db import DbSession
-from allegro_link.errors import Forbidden, Unauthenticated, error_responses
+from allegro_link.errors import error_responses
 from allegro_link.events.feed import (
     FeedFilter,
     decode_feed_cursor,
@@ -25,11 +24,11 @@ from allegro_link.events.feed import (
     read_history,
 )
 from allegro_link.events.schemas import EventFeedPage, EventHistoryPage, EventOut, EventTypeWord
-from allegro_link.events.signals import EventSignals, Signal
+from allegro_link.events.signals import Signal
+from allegro_link.resources import ResourcesDep
 
 router = APIRouter()
 
-AUTH_ERRORS = (Unauthenticated, Forbidden)
 MAX_WAIT_SECONDS = 30
 
 
@@ -41,7 +40,7 @@ MAX_WAIT_SECONDS = 30
     responses=error_responses(*AUTH_ERRORS, InvalidCursor),
 )
 async def feed(
-    request: Request,
+    resources: ResourcesDep,
     caller: EventReader,
     after: Annotated[str | None, Query(max_length=64, description="a `next_cursor` from before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -55,12 +54,12 @@ async def feed(
     """Every account event in commit order; follow `next_cursor` to see each exactly once."""
     seq = decode_feed_cursor(after)
     where = FeedFilter(types=tuple(type or ()), owner_id=owner_id, account_id=account_id)
-    sessionmaker: async_sessionmaker[AsyncSession] = request.state.resources.sessionmaker
-    signals: EventSignals = request.state.resources.signals
+    sessionmaker = resources.sessionmaker
+    signals = resources.signals
     # Between looks, wait for this process's NOTIFY, but never longer than the poll interval: a
     # notification can be lost (the LISTEN connection reconnecting) or never come at all (behind
     # PgBouncer in transaction mode, LISTEN hears nothing). Each look is one indexed query.
-    poll_seconds = request.state.resources.settings.events_poll_seconds
+    poll_seconds = resources.settings.events_poll_seconds
     deadline = time.monotonic() + wait
     while True:
         mark = signals.sequenced.mark()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from allegro_link.accounts.models import AccountEvent
-from allegro_link.accounts.schemas import ReasonWord, StatusWord
+from allegro_link.accounts.schemas import PublicAccount
 
 EventTypeWord = Literal[
     "account.linked",
@@ -22,15 +21,8 @@ EventTypeWord = Literal[
 ]
 
 
-class EventAccount(BaseModel):
+class EventAccount(PublicAccount):
     """The account as right after the event."""
-
-    id: uuid.UUID
-    owner_id: str
-    allegro_user_id: str | None
-    login: str | None
-    status: StatusWord
-    relogin_reason: ReasonWord | None
 
 
 class EventOut(BaseModel):

@@ -10,7 +10,7 @@ from allegro_link.webhooks.delivery import DeliveryPolicy, DeliveryWorkers
 from allegro_link.webhooks.stats import outbox_gauges_forever
 
 if TYPE_CHECKING:
-    from allegro_link.app import Resources
+    from allegro_link.resources import Resources
 
 
 def start_event_tasks(resources: Resources) -> list[asyncio.Task[None]]:

@@ -37,6 +37,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "allegro:api:ads",
 )
 
+# The app the fake registers unless told otherwise, and the one `allegro-link dev` signs in as.
 DEV_CLIENT_ID = "allegro-link-dev"
 DEV_CLIENT_SECRET = "allegro-link-dev-secret"  # noqa: S105 - a well-known dev value, valid only on the fake
 DEV_REDIRECT_URI = "http://localhost:8000/oauth/callback"

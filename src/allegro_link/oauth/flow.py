@@ -14,6 +14,8 @@
    anyone else destroys it. Then the account is created, or the existing one is re-linked.
 
 Each step is a short transaction of its own (no transaction is held open across a call to Allegro).
+The three steps stay in one module, past the usual ~400 lines, because they share the link session's
+life cycle: when its held tokens may be read and when they are discarded is checked in one place.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 import structlog
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -103,10 +106,25 @@ class CallbackParams:
     error: str | None
 
 
+LinkResult = Literal["linked", "relinked"]
+
+
 @dataclass(frozen=True, slots=True)
 class CompletedLink:
-    result: str  # "linked" | "relinked"
+    result: LinkResult
     account: Account
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimedState:
+    """A link session whose state the callback has just used up (committed)."""
+
+    link_id: uuid.UUID
+    return_to: str
+    # None when the state had expired: its verifier was dropped with it.
+    verifier_ciphertext: bytes | None
+    # Set when the callback ends here (STATE_EXPIRED); None when it goes on to Allegro.
+    outcome: CallbackOutcome | None
 
 
 def _digest(secret: str) -> bytes:
@@ -114,6 +132,18 @@ def _digest(secret: str) -> bytes:
 
 
 class LinkFlow:
+    """The three steps of linking; which transaction each one writes in:
+
+    - `start_link` runs in the request's session (the route's unit of work commits the link session).
+    - `handle_callback` takes no session: it opens its own short transactions, one to claim the state
+      (committed before Allegro is called) and one to store the outcome or the tokens afterwards, so
+      that none is held open across the calls to Allegro.
+    - `complete_link` opens its own session too: a refusal (a foreign owner, an expired link session,
+      an account mismatch) commits what it changed (the discarded tokens, the mismatch event) before it
+      raises, which the request's unit of work would roll back; and a lost race to create the account
+      is retried in a fresh transaction.
+    """
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -210,9 +240,9 @@ class LinkFlow:
             raise InvalidState("The callback carries neither a code nor an error.")
 
         claimed = await self._claim_state(params.state)
-        link_id, return_to, verifier_blob, outcome = claimed
-        if outcome is not None:
-            return _error_redirect(return_to, outcome)
+        link_id, return_to, verifier_blob = claimed.link_id, claimed.return_to, claimed.verifier_ciphertext
+        if claimed.outcome is not None:
+            return _error_redirect(return_to, claimed.outcome)
         if params.error is not None:
             # Allegro (or the user) said no; a code next to an error is ignored, never exchanged.
             outcome = (
@@ -243,7 +273,7 @@ class LinkFlow:
         log.info("link.callback.exchanged", link_session_id=str(link_id))
         return with_query(return_to, {"allegro_link": "complete", "link_session": completion})
 
-    async def _claim_state(self, state: str) -> tuple[uuid.UUID, str, bytes | None, CallbackOutcome | None]:
+    async def _claim_state(self, state: str) -> _ClaimedState:
         """Mark the state used, in a transaction committed before anything else happens."""
         async with self._sessionmaker.begin() as session:
             link = (
@@ -256,14 +286,14 @@ class LinkFlow:
             now = utcnow()
             if link.callback_at is not None:
                 if link.outcome == CallbackOutcome.STATE_EXPIRED:
-                    return link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED
+                    return _ClaimedState(link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED)
                 raise InvalidState("This state has already been used.")
             link.callback_at = now
             if now >= link.expires_at:
                 link.outcome = CallbackOutcome.STATE_EXPIRED
                 link.code_verifier_ciphertext = None
-                return link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED
-            return link.id, link.return_to, link.code_verifier_ciphertext, None
+                return _ClaimedState(link.id, link.return_to, None, CallbackOutcome.STATE_EXPIRED)
+            return _ClaimedState(link.id, link.return_to, link.code_verifier_ciphertext, None)
 
     async def _record_outcome(self, link_id: uuid.UUID, outcome: CallbackOutcome) -> None:
         async with self._sessionmaker.begin() as session:
@@ -355,7 +385,7 @@ class LinkFlow:
                     f"Account {expected} was logged in again as {link.login}; use 'Zmień konto' at Allegro.",
                     extra={"expected_login": expected, "actual_login": link.login},
                 )
-            result = "relinked"
+            result: LinkResult = "relinked"
         else:
             existing = await _find_existing(session, owner_id, link.allegro_user_id, link.login)
             if existing is not None:

@@ -9,13 +9,12 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
-from allegro_link.accounts.schemas import AccountOut, soon_window
+from allegro_link.accounts.schemas import AccountOut, SoonWindow
 from allegro_link.accounts.service import AccountNotFound, status_view
-from allegro_link.auth.deps import Owner, actor
+from allegro_link.auth.deps import AUTH_ERRORS, Owner, actor
 from allegro_link.db import DbSession
-from allegro_link.errors import PROBLEM_CONTENT_TYPE, Forbidden, Unauthenticated, error_responses
+from allegro_link.errors import PROBLEM_CONTENT_TYPE, error_responses
 from allegro_link.oauth.flow import (
-    AccountMismatch,
     CallbackParams,
     InvalidState,
     LinkFlow,
@@ -30,6 +29,7 @@ from allegro_link.oauth.schemas import (
     CompleteRequest,
     CompleteResponse,
 )
+from allegro_link.resources import resources
 
 router = APIRouter(tags=["oauth"])
 
@@ -38,8 +38,7 @@ CALLBACK_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store
 
 
 def _flow(request: Request) -> LinkFlow:
-    flow: LinkFlow = request.state.resources.link_flow
-    return flow
+    return resources(request).link_flow
 
 
 Flow = Annotated[LinkFlow, Depends(_flow)]
@@ -50,14 +49,14 @@ Flow = Annotated[LinkFlow, Depends(_flow)]
     operation_id="oauth-start-link",
     status_code=201,
     response_model=AuthorizeResponse,
-    responses=error_responses(Unauthenticated, Forbidden, InvalidReturnTo, TooManyLinkStarts),
+    responses=error_responses(*AUTH_ERRORS, InvalidReturnTo, TooManyLinkStarts),
 )
 async def start_link(
     body: AuthorizeRequest, owner: Owner, session: DbSession, flow: Flow
 ) -> AuthorizeResponse:
     """Start linking a new Allegro account ("Połącz konto Allegro")."""
     started = await flow.start_link(session, owner_id=owner.owner_id, return_to=body.return_to)
-    return AuthorizeResponse(authorization_url=started.authorization_url, expires_at=started.expires_at)
+    return AuthorizeResponse.build(started)
 
 
 @router.post(
@@ -65,9 +64,7 @@ async def start_link(
     operation_id="oauth-start-relogin",
     status_code=201,
     response_model=AuthorizeResponse,
-    responses=error_responses(
-        Unauthenticated, Forbidden, AccountNotFound, InvalidReturnTo, TooManyLinkStarts
-    ),
+    responses=error_responses(*AUTH_ERRORS, AccountNotFound, InvalidReturnTo, TooManyLinkStarts),
 )
 async def start_relogin(
     account_id: uuid.UUID, body: AuthorizeRequest, owner: Owner, session: DbSession, flow: Flow
@@ -76,7 +73,7 @@ async def start_relogin(
     started = await flow.start_link(
         session, owner_id=owner.owner_id, return_to=body.return_to, account_id=account_id
     )
-    return AuthorizeResponse(authorization_url=started.authorization_url, expires_at=started.expires_at)
+    return AuthorizeResponse.build(started)
 
 
 @router.get(
@@ -126,7 +123,7 @@ def _callback_params(query: str) -> CallbackParams:
     operation_id="oauth-complete",
     response_model=CompleteResponse,
     responses={
-        **error_responses(Unauthenticated, Forbidden, LinkSessionNotFound),
+        **error_responses(*AUTH_ERRORS, LinkSessionNotFound),
         409: {
             "model": AccountMismatchProblem,
             "description": "re-login done as a different Allegro user; nothing changed",
@@ -134,15 +131,12 @@ def _callback_params(query: str) -> CallbackParams:
         },
     },
 )
-async def complete(request: Request, body: CompleteRequest, owner: Owner, flow: Flow) -> CompleteResponse:
+async def complete(body: CompleteRequest, owner: Owner, flow: Flow, window: SoonWindow) -> CompleteResponse:
     """Bind the Allegro account from a finished callback to the owner who started the flow."""
     completed = await flow.complete_link(
         owner_id=owner.owner_id, link_session=body.link_session, actor=actor(owner)
     )
     return CompleteResponse(
         result=completed.result,
-        account=AccountOut.build(status_view(completed.account), soon_window=soon_window(request)),
+        account=AccountOut.build(status_view(completed.account), soon_window=window),
     )
-
-
-__all__ = ["AccountMismatch", "router"]

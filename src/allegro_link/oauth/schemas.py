@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from allegro_link.accounts.schemas import AccountOut
+from allegro_link.oauth.flow import LinkResult, StartedLink
 
 
 class AuthorizeRequest(BaseModel):
@@ -22,6 +23,10 @@ class AuthorizeResponse(BaseModel):
     authorization_url: str = Field(description="send the browser here (Allegro's login and consent page)")
     expires_at: datetime = Field(description="when the state expires")
 
+    @classmethod
+    def build(cls, started: StartedLink) -> AuthorizeResponse:
+        return cls(authorization_url=started.authorization_url, expires_at=started.expires_at)
+
 
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -30,7 +35,7 @@ class CompleteRequest(BaseModel):
 
 
 class CompleteResponse(BaseModel):
-    result: Literal["linked", "relinked"]
+    result: LinkResult
     account: AccountOut
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -14,6 +14,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from allegro_link.errors import ProblemDetails, is_connection_error, problem_response
 from allegro_link.ops.database import describe_refusal
+from allegro_link.resources import ResourcesDep
 
 router = APIRouter(tags=["ops"])
 
@@ -46,10 +47,9 @@ async def healthz() -> Health:
         }
     },
 )
-async def readyz(request: Request) -> Readiness | JSONResponse:
+async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
     """The database is reachable and migrated to the revision this build expects."""
-    resources = request.state.resources
-    expected: str = resources.head_revision
+    expected = resources.head_revision
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), resources.engine.connect() as connection:
             current = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar()
@@ -81,7 +81,6 @@ def _not_ready(detail: str) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}},
 )
-async def metrics(request: Request) -> Response:
+async def metrics(resources: ResourcesDep) -> Response:
     """Prometheus metrics (request counts and latency by route template and status)."""
-    registry = request.state.resources.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(resources.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,10 +10,9 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.auth.api_keys import ServicePrincipal
-from allegro_link.auth.deps import TokenReader
-from allegro_link.errors import DatabaseUnavailable, Forbidden, Unauthenticated, error_responses
-from allegro_link.tokens.audit import TokenAuditLog
-from allegro_link.tokens.broker import TokenBroker
+from allegro_link.auth.deps import AUTH_ERRORS, TokenReader
+from allegro_link.errors import DatabaseUnavailable, error_responses
+from allegro_link.resources import resources
 from allegro_link.tokens.problems import AllegroUnavailableProblem, ReloginRequired
 from allegro_link.tokens.reads import IssuedToken
 from allegro_link.tokens.schemas import RefreshRequest, TokenOut
@@ -24,8 +23,7 @@ MinValidFor = Annotated[
     int, Query(ge=0, le=3600, description="seconds the token must stay valid for (default 300)")
 ]
 ERRORS = error_responses(
-    Unauthenticated,
-    Forbidden,
+    *AUTH_ERRORS,
     AccountNotFound,
     ReloginRequired,
     AllegroUnavailableProblem,
@@ -34,11 +32,10 @@ ERRORS = error_responses(
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-# Resources are taken from `request.state` in the route rather than through dependencies: this is
-# the hot path, and each dependency costs FastAPI a resolution step on every request.
+# Resources are taken with `resources(request)` in the route rather than through dependencies: this
+# is the hot path, and each dependency costs FastAPI a resolution step on every request.
 def _answer(issued: IssuedToken, caller: ServicePrincipal, request: Request) -> Response:
-    audit: TokenAuditLog = request.state.resources.token_audit
-    audit.record(
+    resources(request).token_audit.record(
         account_id=issued.account_id,
         api_key_id=caller.key_id,
         api_key_name=caller.name,
@@ -63,8 +60,7 @@ async def get_token(
     account_id: uuid.UUID, caller: TokenReader, request: Request, min_valid_for: MinValidFor = 300
 ) -> Response:
     """A currently valid access token for the account, refreshed first when needed."""
-    broker: TokenBroker = request.state.resources.tokens
-    issued = await broker.token(account_id, min_valid_for=timedelta(seconds=min_valid_for))
+    issued = await resources(request).tokens.token(account_id, min_valid_for=timedelta(seconds=min_valid_for))
     return _answer(issued, caller, request)
 
 
@@ -79,8 +75,7 @@ async def refresh_token(
     min_valid_for: MinValidFor = 300,
 ) -> Response:
     """Allegro refused the caller's token (send it as `rejected_token`), or refresh now (no body)."""
-    broker: TokenBroker = request.state.resources.tokens
-    issued = await broker.refresh(
+    issued = await resources(request).tokens.refresh(
         account_id,
         min_valid_for=timedelta(seconds=min_valid_for),
         rejected_token=body.rejected_token if body else None,
