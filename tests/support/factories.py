@@ -31,6 +31,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "owner_jwt_secret": OWNER_JWT_SECRET,
         "log_json": True,
         "keepalive_enabled": False,
+        # Four xdist workers share one PostgreSQL (100 connections by default), and a test may run two
+        # `serve` processes with 200 callers: at the production default (20 + 10 per process) the suite
+        # could exhaust the server ("too many clients"). Big enough for every concurrency claim tested.
+        "db_pool_size": 8,
+        "db_max_overflow": 4,
         "_env_file": None,
     }
     values.update(overrides)
