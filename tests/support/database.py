@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from allegro_link.embedded_pg import EmbeddedPostgres, create_database, drop_database
 from allegro_link.migrations_path import alembic_config
@@ -78,6 +79,35 @@ async def truncate_all(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
+            await _end_leftover_sessions(connection)
             await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     finally:
         await engine.dispose()
+
+
+class LeftoverSessionWarning(UserWarning):
+    """A test left a session with an open transaction in the database it shares with the next test."""
+
+
+_OTHER_SESSIONS = """
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
+
+
+async def _end_leftover_sessions(connection: AsyncConnection) -> None:
+    """End every other session in the test's database, so that nothing of one test reaches the next.
+
+    By the time this runs the test's apps, engines and processes are stopped. A session still open
+    is one that outlived them (a server thread that did not stop in time, a connection a cancelled
+    task never gave back); one in a transaction may hold a lock the next test waits on until its
+    statement timeout: the feed's sequencer lock once made a later test's events never appear.
+    """
+    busy = (
+        await connection.execute(
+            text(f"SELECT state, left(query, 200) {_OTHER_SESSIONS} AND state <> 'idle'")
+        )
+    ).all()
+    if busy:
+        warnings.warn(f"sessions left open by a test: {busy}", LeftoverSessionWarning, stacklevel=1)
+    await connection.execute(text(f"SELECT pg_terminate_backend(pid) {_OTHER_SESSIONS}"))

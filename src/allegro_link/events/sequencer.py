@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from allegro_link.db import sqlstate
 from allegro_link.events.signals import SEQUENCED_CHANNEL, EventSignals, Signal
 from allegro_link.ops.metrics import Metrics
 
@@ -65,5 +66,5 @@ async def sequence_forever(
             while await sequence_once(sessionmaker, metrics) == BATCH:
                 pass
         except Exception as exc:  # a database blip must not kill the loop
-            log.warning("events.sequence_failed", error=type(exc).__name__)
+            log.warning("events.sequence_failed", error=type(exc).__name__, sqlstate=sqlstate(exc))
         await Signal.wait(mark, poll_seconds)
