@@ -53,7 +53,7 @@ KEEP_ALIVE_SECONDS = 600
 
 
 class NotReady(RuntimeError):
-    """A server did not answer in time, or its process exited first."""
+    """A server did not answer (or stop) in time, or its process exited first."""
 
 
 # -- ports ------------------------------------------------------------------------------------------
@@ -341,4 +341,8 @@ def serve_in_thread(app: Any, port: int | None = None, **options: Any) -> Iterat
         yield base_url(port)
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        # Wait for the whole stop (in-flight requests, then the app's shutdown): a server still running
+        # would go on using the database into whatever runs next (the next test, on the same database).
+        thread.join(timeout=START_TIMEOUT)
+        if thread.is_alive():
+            raise NotReady("a server in a thread did not stop")
