@@ -25,7 +25,8 @@ ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
 
 # Settings for a service whose Allegro calls the fake holds (a `hold` fault) until the test releases
 # them: no wait of the service's own (the read timeout, the refresh deadline, and the two waits that
-# must be longer than it) ends first, however slow the machine is.
+# must be longer than it) ends first, however slow the machine is. Also for claims that are not about
+# those waits (single flight across processes), which a loaded machine would otherwise turn into 503s.
 PATIENT_WAITS: dict[str, Any] = {
     "allegro_read_timeout_seconds": 50.0,
     "token_refresh_deadline_seconds": 55.0,
