@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from allegro_link.db import sqlstate
+from allegro_link.ops.database import describe_refusal
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -261,6 +262,17 @@ async def _handle_validation_error(request: Request, raised: Exception) -> JSONR
 
 async def _handle_database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("db.unavailable", error=type(exc).__name__)
+    return _database_unavailable()
+
+
+async def _handle_database_refusal(refusal: str) -> JSONResponse:
+    # A configuration mistake (wrong role, password or database): the operator's log says which; the
+    # caller, like any caller during an outage, learns only that the database is unavailable.
+    log.error("db.refused", detail=refusal)
+    return _database_unavailable()
+
+
+def _database_unavailable() -> JSONResponse:
     return JSONResponse(
         DatabaseUnavailable().body(),
         status_code=503,
@@ -296,6 +308,8 @@ def _is_unavailable_state(exc: DBAPIError) -> bool:
 
 
 async def _handle_dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+    if (refusal := describe_refusal(exc)) is not None:
+        return await _handle_database_refusal(refusal)
     if is_connection_error(exc):
         return await _handle_database_error(request, exc)
     return await _handle_unexpected(request, exc)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from allegro_link.app import create_app
 from allegro_link.ops.database import describe_refusal
-from tests.support.factories import make_settings
+from tests.support.factories import bearer, make_settings, owner_token
 from tests.support.live import lifespan
 from tests.support.logs import captured_logs
 
@@ -70,6 +70,22 @@ class TestRefusedByTheDatabase:
         (line,) = [line for line in startup if line["event"] == "app.database_unavailable"]
         assert line["level"] == "error"
         assert expected in str(line["detail"])
+
+    async def test_every_route_answers_503_not_500(
+        self, database_url: str, broken_url: Callable[[str], str], expected: str
+    ) -> None:
+        with captured_logs() as sink:
+            async with lifespan(create_app(make_settings(broken_url(database_url)))) as manager:
+                transport = httpx.ASGITransport(app=manager.app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                    listing = await http.get("/accounts", headers=bearer(owner_token("owner-a")))
+        assert listing.status_code == 503
+        assert listing.headers["content-type"] == "application/problem+json"
+        assert listing.json()["code"] == "database_unavailable"
+        assert "ALLEGRO_LINK_DATABASE_URL" not in listing.text  # the reason is for the operator's log
+        logged = [json.loads(line) for line in sink.getvalue().splitlines() if line.startswith("{")]
+        (refused,) = [line for line in logged if line["event"] == "db.refused"]
+        assert expected in str(refused["detail"])
 
 
 class TestDescribeRefusal:
