@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account
+from allegro_link.allegro.client import ALLEGRO_MEDIA_TYPE
 from allegro_link.crypto.keys import KeyRing
 from allegro_link.crypto.vault import SealedColumn, TokenVault
 from allegro_link.db import utcnow
@@ -21,7 +22,7 @@ from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
 
-ME_HEADERS = {"Accept": "application/vnd.allegro.public.v1+json"}
+ME_HEADERS = {"Accept": ALLEGRO_MEDIA_TYPE}
 
 # Settings for a service whose Allegro calls the fake holds (a `hold` fault) until the test releases
 # them: no wait of the service's own (the read timeout, the refresh deadline, and the two waits that
