@@ -126,6 +126,8 @@ class TestWarnings:
         warnings = await _warnings(settings, account_id)
         assert [warning["days_left"] for warning in warnings] == [13, 2]
         assert all(_at(warning["relogin_deadline"]) is not None for warning in warnings)
+        # As the API writes its timestamps (RFC 3339, UTC, "Z"), so a consumer parses both alike.
+        assert all(warning["relogin_deadline"].endswith("Z") for warning in warnings)
 
     async def test_a_token_request_afterwards_arms_the_warnings_again(
         self, settings: Settings, live: tuple[Resources, httpx.AsyncClient]

@@ -11,7 +11,7 @@ import enum
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -98,7 +98,7 @@ async def append_events(session: AsyncSession, events: list[NewEvent]) -> list[u
             "account": account_snapshot(event.account),
             "data": event.data,
             "actor": event.actor,
-            "occurred_at": _iso(now),
+            "occurred_at": rfc3339(now),
         }
         for event_id, event in zip(ids, events, strict=True)
     ]
@@ -106,5 +106,6 @@ async def append_events(session: AsyncSession, events: list[NewEvent]) -> list[u
     return ids
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
+def rfc3339(moment: datetime) -> str:
+    """A UTC moment as the API renders its timestamps: `2026-12-02T04:20:00.123456Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

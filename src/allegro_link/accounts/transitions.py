@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allegro_link.accounts.events import EventType, NewEvent, append_events
+from allegro_link.accounts.events import EventType, NewEvent, append_events, rfc3339
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
 from allegro_link.accounts.status import effective_status
 from allegro_link.db import utcnow
@@ -86,7 +86,7 @@ async def relogin_soon(
 
     The status does not change: the event warns that it will (`accounts.warnings` decides when).
     """
-    data = {"relogin_deadline": deadline.isoformat(), "days_left": days_left}
+    data = {"relogin_deadline": rfc3339(deadline), "days_left": days_left}
     await append_events(session, [NewEvent(account, EventType.RELOGIN_SOON, actor, data)])
 
 
