@@ -105,7 +105,10 @@ async def _end_leftover_sessions(connection: AsyncConnection) -> None:
     """
     busy = (
         await connection.execute(
-            text(f"SELECT state, left(query, 200) {_OTHER_SESSIONS} AND state <> 'idle'")
+            text(
+                f"SELECT state, now() - xact_start AS in_transaction_for, now() - state_change AS idle_for, "
+                f"left(query, 200) {_OTHER_SESSIONS} AND state <> 'idle'"
+            )
         )
     ).all()
     if busy:
