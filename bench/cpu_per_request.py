@@ -185,7 +185,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--path", choices=("token", "list", "both"), default="both")
-    parser.add_argument("--profile", metavar="VARIANT", help="cProfile this variant once (top 40 by tottime)")
+    parser.add_argument("--profile", metavar="VARIANT", help="cProfile this variant once")
+    parser.add_argument("--sort", default="tottime", help="with --profile: pstats sort key")
+    parser.add_argument("--top", type=int, default=40, help="with --profile: lines printed")
     parser.add_argument("--child", nargs=3, metavar=("APP", "PATCHES", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -281,7 +283,7 @@ def _measure(
 def _profile(options: argparse.Namespace, work: Path, env: dict[str, str], path_kind: str) -> None:
     cost = _run_child(options, work, env, options.profile, path_kind, "--profile", options.profile)
     print(f"{options.profile}, {path_kind}: {cost:.0f} µs per request (under the profiler)")
-    pstats.Stats(str(work / "profile.out")).sort_stats("tottime").print_stats(40)
+    pstats.Stats(str(work / "profile.out")).sort_stats(options.sort).print_stats(options.top)
 
 
 def _print_table(path_kind: str, results: dict[str, list[float]], reps: int) -> None:
