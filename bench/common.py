@@ -150,13 +150,14 @@ def cpu_seconds(process: ServerProcess) -> float:
     return (int(parts[11]) + int(parts[12])) / ticks
 
 
-def baseline_argv(port: int) -> list[str]:
-    # The same uvicorn as `allegro-link serve` (loop and http "auto": uvloop and httptools), one process.
+def app_argv(module: str, port: int) -> list[str]:
+    """A reference app of bench/ (`floor_app`, `baseline_app`) under the same uvicorn as `allegro-link
+    serve` (loop and http "auto": uvloop and httptools), one process."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
-        "baseline_app:create_app",
+        f"{module}:create_app",
         "--factory",
         "--app-dir",
         str(BENCH_DIR),

@@ -20,7 +20,7 @@ from common import (
     BenchDatabase,
     Series,
     WrkResult,
-    baseline_argv,
+    app_argv,
     cpu_seconds,
     fake_env,
     log,
@@ -135,12 +135,13 @@ class Apps:
 
     fake: ServerProcess
     ours: ServerProcess
+    floor: ServerProcess
     baseline: ServerProcess
     before: ServerProcess | None
 
     @property
     def measured(self) -> dict[str, ServerProcess]:
-        found = {"ours": self.ours, "baseline": self.baseline}
+        found = {"ours": self.ours, "floor": self.floor, "baseline": self.baseline}
         if self.before is not None:
             found["before"] = self.before
         return found
@@ -181,7 +182,8 @@ def measure_loadgen(bench: Bench) -> Loadgen:
 
 
 def start_apps(bench: Bench) -> Apps:
-    """The fake Allegro, ours, the baseline and (with --before-src) the service before the change."""
+    """The fake Allegro, ours, the floor, the baseline and (with --before-src) the service before the
+    change."""
     procs, env, options = bench.procs, bench.env, bench.options
     redirect_uri = env["ALLEGRO_LINK_REDIRECT_URI"]
     fake = procs.start(
@@ -194,15 +196,22 @@ def start_apps(bench: Bench) -> Apps:
     ours = procs.start(
         "ours", serve_argv(bench.ours_port, src=options.ours_src), port=bench.ours_port, env=env
     )
-    base_port = free_port()
+    floor_port, base_port = free_port(), free_port()
+    floor = procs.start(
+        "floor",
+        app_argv("floor_app", floor_port),
+        port=floor_port,
+        env={**env, "BENCH_FLOOR_API_KEY": bench.api_key},
+        ready_path="/healthz",
+    )
     baseline = procs.start(
-        "baseline", baseline_argv(base_port), port=base_port, env=env, ready_path="/healthz"
+        "baseline", app_argv("baseline_app", base_port), port=base_port, env=env, ready_path="/healthz"
     )
     before = None
     if options.before_src is not None:
         port = free_port()
         before = procs.start("before", serve_argv(port, src=options.before_src), port=port, env=env)
-    return Apps(fake, ours, baseline, before)
+    return Apps(fake, ours, floor, baseline, before)
 
 
 def fresh_tokens(bench: Bench, apps: Apps) -> FreshTokens:
@@ -229,7 +238,7 @@ def fresh_tokens(bench: Bench, apps: Apps) -> FreshTokens:
 
 def scale(bench: Bench, apps: Apps) -> Scale:
     """Phase 2: owner list pages, the keep-alive candidate query, memory."""
-    listing = owner_listing(bench, apps.ours)
+    listing = owner_listing(bench, {"ours": apps.ours, "floor": apps.floor})
     statement, plans = sweep_plans(bench)
     return Scale(
         listing=listing,
@@ -240,18 +249,16 @@ def scale(bench: Bench, apps: Apps) -> Scale:
     )
 
 
-def owner_listing(bench: Bench, ours: ServerProcess) -> OwnerListing:
+def owner_listing(bench: Bench, apps: dict[str, ServerProcess]) -> OwnerListing:
+    """`GET /accounts` first page as each owner in turn, ours and its floor."""
     log("GET /accounts per owner")
     owners = [f"owner-{n:04d}" for n in range(min(OWNERS, bench.options.sizes[-1]))]
     list_file = write_requests(
         bench.workdir / "owners.txt", [f"/accounts?limit={LISTING_PAGE}\t{owner_jwt(o)}" for o in owners]
     )
     rss: dict[str, int] = {}
-    c4, c64 = (
-        bench.measure({"ours": ours}, list_file, connections=c, rss=rss)["ours"]
-        for c in (FEW_CLIENTS, MANY_CLIENTS)
-    )
-    with httpx.Client(base_url=ours.url) as http:
+    c4, c64 = (bench.measure(apps, list_file, connections=c, rss=rss) for c in (FEW_CLIENTS, MANY_CLIENTS))
+    with httpx.Client(base_url=apps["ours"].url) as http:
         page = http.get(
             f"/accounts?limit={LISTING_PAGE}", headers={"Authorization": f"Bearer {owner_jwt(owners[0])}"}
         )
@@ -274,12 +281,13 @@ def sweep_plans(bench: Bench) -> tuple[str, list[SweepPlan]]:
 def refresh_storm(bench: Bench, apps: Apps, ids: list[str]) -> Storm:
     """Phase 3: the refresh storm over two processes (and over two `before` ones, if measured).
 
-    Only the pair under test runs: an idle process keeps its pool's connections open, and four of
-    them would pass PostgreSQL's max_connections (100).
+    Only the pair under test runs: an idle process keeps its pool's connections open, and four or
+    five of them would pass PostgreSQL's max_connections (100).
     """
     log("refresh storm")
     procs, options = bench.procs, bench.options
     procs.stop(apps.baseline)
+    procs.stop(apps.floor)
     if apps.before is not None:
         procs.stop(apps.before)
     second = _serve(bench, "ours-2", options.ours_src)

@@ -9,7 +9,7 @@ from common import Series
 from scale import SweepPlan
 from storm import StormResult
 
-# The apps measured side by side, by name: `ours`, `baseline` and, with --before-src, `before`.
+# The apps measured side by side, by name: `ours`, `floor`, `baseline` and, with --before-src, `before`.
 ByApp = dict[str, Series]
 # Keep-alive connections of wrk: the `c64` figures (the machine saturated) and the `c4` ones.
 MANY_CLIENTS = 64
@@ -56,10 +56,10 @@ class FreshTokens:
 
 @dataclass(frozen=True)
 class OwnerListing:
-    """`GET /accounts`, first page, as each owner in turn."""
+    """`GET /accounts`, first page, as each owner in turn: `ours` and `floor`."""
 
-    c4: Series
-    c64: Series
+    c4: ByApp
+    c64: ByApp
     items_per_page: int
     peak_rss_kb: int
 
@@ -123,8 +123,8 @@ class Results:
         if self.scale is not None:
             listing = self.scale.listing
             found["owner_list"] = {
-                "c4": listing.c4.as_json(),
-                "c64": listing.c64.as_json(),
+                "c4": _series_json(listing.c4),
+                "c64": _series_json(listing.c64),
                 "items_per_page": listing.items_per_page,
             }
             found["owner_list_peak_rss_kb"] = listing.peak_rss_kb

@@ -5,9 +5,11 @@ What it does, in order (all on 127.0.0.1, every process and the database removed
 0. load generator check: wrk alone against a static uvloop endpoint;
 1. growth + fresh tokens: seeds 1k, then 10k, then 100k accounts (1,000 owners, tokens sealed with
    the TokenVault) and at each size runs `GET /accounts/{id}/token` against `allegro-link serve`
-   (production settings) and against bench/baseline_app.py, 64 keep-alive connections, interleaved
+   (production settings), against bench/floor_app.py (the floor the targets are checked against) and
+   bench/baseline_app.py (a second reference), 64 keep-alive connections, interleaved
    repetitions after a warm-up; at the largest size also with 4 connections;
-2. scale: `GET /accounts` first page per owner (p99), the keep-alive candidate query's plan, RSS;
+2. scale: `GET /accounts` first page per owner, ours and the floor; the keep-alive candidate query's
+   plan; RSS;
 3. refresh storm: 50 accounts linked through the fake Allegro, access tokens expired, 500 requests at
    once over two `allegro-link serve` processes while the fake answers refreshes in 50 ms.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from allegro_link.db import Base, utcnow, uuid7
 
@@ -164,6 +166,22 @@ class Account(Base):
             name="access_token_has_expiry",
         ),
     )
+
+
+def detached_account(row: Mapping[Any, Any]) -> Account:
+    """An Account filled from a Core row of its columns (keyed by attribute name), detached.
+
+    Made and filled the way the ORM makes a loaded instance (its class manager's `new_instance`, then the
+    attribute dict), which skips the constructor's `init` event and per-attribute change tracking and the
+    ORM load's identity map: several times cheaper, for rows only read. A column the row lacks is not
+    loaded: reading it raises, as on any detached instance.
+    """
+    account: Account = _ACCOUNT_MANAGER.new_instance()
+    account.__dict__.update(row)
+    return account
+
+
+_ACCOUNT_MANAGER = manager_of_class(Account)
 
 
 class AccountEvent(Base):

@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
 
 from allegro_link.accounts import transitions
 from allegro_link.accounts.deadline import sql_relogin_soon
-from allegro_link.accounts.models import Account
+from allegro_link.accounts.models import Account, detached_account
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
 from allegro_link.errors import BadRequest, NotFound
@@ -58,6 +57,12 @@ class Page:
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
 
+# A page needs none of the token ciphertexts (about 3 kB a row, TOASTed): they are not selected, and
+# reading one from a listed account raises rather than queries. The rows are read as Core rows into
+# detached Accounts: an ORM load (identity map, per-row state) was most of the page's database cost.
+_CIPHERTEXTS = {Account.access_token_ciphertext.key, Account.refresh_token_ciphertext.key}
+_LISTED_COLUMNS = [column for column in Account.__table__.columns if column.key not in _CIPHERTEXTS]
+
 
 def _scoped(statement: SelectT, owner_id: str | None) -> SelectT:
     return statement if owner_id is None else statement.where(Account.owner_id == owner_id)
@@ -80,15 +85,7 @@ async def list_accounts(
     session: AsyncSession, account_filter: AccountFilter, *, limit: int, cursor: str | None
 ) -> Page:
     now = utcnow()
-    # A page of up to 100 accounts needs none of their token ciphertexts (about 3 kB a row, TOASTed):
-    # not loaded, and an attempt to read one here would raise rather than query.
-    statement = _scoped(
-        select(Account).options(
-            defer(Account.access_token_ciphertext, raiseload=True),
-            defer(Account.refresh_token_ciphertext, raiseload=True),
-        ),
-        account_filter.owner_id,
-    )
+    statement = _scoped(select(*_LISTED_COLUMNS), account_filter.owner_id)
     if account_filter.status is ListStatus.RELOGIN_REQUIRED:
         statement = statement.where(sql_needs_relogin())
     elif account_filter.status is ListStatus.ACTIVE:
@@ -99,7 +96,8 @@ async def list_accounts(
         statement = statement.where(func.lower(Account.login) == account_filter.login.lower())
     if cursor is not None:
         statement = statement.where(Account.id > _decode_cursor(cursor))
-    rows = list((await session.execute(statement.order_by(Account.id).limit(limit + 1))).scalars())
+    result = await session.execute(statement.order_by(Account.id).limit(limit + 1))
+    rows = [detached_account(row) for row in result.mappings()]
     has_more = len(rows) > limit
     rows = rows[:limit]
 

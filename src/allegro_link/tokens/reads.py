@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from allegro_link.accounts.models import Account
+from allegro_link.accounts.models import Account, detached_account
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.crypto.vault import TokenVault
 from allegro_link.tokens.problems import ReloginRequired
@@ -59,11 +59,7 @@ class AccountReads:
             row = result.mappings().one_or_none()
         if row is None:
             raise AccountNotFound("No such account.")
-        # Filled the way the ORM fills a loaded instance (its attribute dict), which is cheaper than the
-        # constructor's per-attribute change tracking that nothing here needs.
-        account = Account()
-        account.__dict__.update(row)
-        return account
+        return detached_account(row)
 
 
 def issue(vault: TokenVault, account: Account, *, refreshed: bool) -> IssuedToken:
