@@ -42,6 +42,7 @@ from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from allegro_link.tokens.audit import TokenAuditLog
 from allegro_link.tokens.broker import TokenBroker
+from allegro_link.tokens.fast_path import TOKEN_ROUTE, TokenFastPath
 from allegro_link.tokens.keepalive import KeepAlive, keepalive_forever
 from allegro_link.tokens.keepalive_use import KeepAliveUse
 from allegro_link.tokens.routes import router as tokens_router
@@ -261,6 +262,8 @@ def create_app(
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.demo_enabled:
         app.include_router(demo_router(owner_token_minter))
+    # Inside the request middleware (ids, metrics, access log, input guards), which wraps it too.
+    app.add_middleware(TokenFastPath, route=TOKEN_ROUTE, handlers=app.exception_handlers)
     app.add_middleware(
         RequestContextMiddleware, metrics=app_metrics, trusted_proxies=settings.trusted_proxy_networks
     )

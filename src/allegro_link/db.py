@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
@@ -63,6 +64,27 @@ def is_lock_timeout(exc: BaseException) -> bool:
     return sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
+# SQLSTATE classes that mean "the database is not available", whatever the statement: 08 connection
+# exceptions (e.g. 08003 when the server drops a connection it is still setting up, during a restart),
+# 53 insufficient resources (too many connections), 57 operator intervention (statement_timeout 57014,
+# shutdown 57P01..57P03).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def has_unavailable_sqlstate(exc: BaseException) -> bool:
+    state = sqlstate(exc)
+    return state is not None and state.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the driver's `exc` means the database is unreachable, not that the statement is wrong.
+
+    For asyncpg's own exceptions (reads made on the driver, `driver_reads`); the error handlers judge
+    SQLAlchemy's (`errors.is_connection_error`).
+    """
+    return isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)) or has_unavailable_sqlstate(exc)
+
+
 def uuid7() -> uuid.UUID:
     """Time-ordered UUID (RFC 9562 v7): ids sort by creation, which keeps cursor pages stable."""
     unix_ms = time.time_ns() // 1_000_000
@@ -113,6 +135,11 @@ def create_engine(settings: DatabaseSettings, **overrides: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "set_engine_execution_options", _no_autocommit)
         event.listen(engine.sync_engine, "set_connection_execution_options", _no_autocommit)
     return engine
+
+
+def behind_pgbouncer(engine: AsyncEngine) -> bool:
+    """True when `engine` was made for PgBouncer in transaction mode (see `create_engine`)."""
+    return event.contains(engine.sync_engine, "set_engine_execution_options", _no_autocommit)
 
 
 def _no_autocommit(target: Any, options: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from allegro_link.db import sqlstate
+from allegro_link.db import has_unavailable_sqlstate
 from allegro_link.ops.database import describe_refusal
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -286,25 +286,15 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "Internal error", "An unexpected error occurred.")
 
 
-# SQLSTATE classes that mean "the database is not available", whatever the statement: 08 connection
-# exceptions (e.g. 08003 when the server drops a connection it is still setting up, during a restart),
-# 53 insufficient resources (too many connections), 57 operator intervention (statement_timeout 57014,
-# shutdown 57P01..57P03).
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
-
-
 def is_connection_error(exc: BaseException) -> bool:
     """True for failures that mean "the database is not reachable", not "the query is wrong"."""
     if isinstance(exc, (PoolTimeoutError, InterfaceError)):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError) or _is_unavailable_state(exc)
+        return (
+            exc.connection_invalidated or isinstance(exc, OperationalError) or has_unavailable_sqlstate(exc)
+        )
     return isinstance(exc, (ConnectionError, OSError, TimeoutError))
-
-
-def _is_unavailable_state(exc: DBAPIError) -> bool:
-    state = sqlstate(exc)
-    return state is not None and state.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
 
 
 async def _handle_dbapi_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 if TYPE_CHECKING:
     import httpx
@@ -57,7 +58,12 @@ def resources(request: Request) -> Resources:
     A plain function, for the token path and the dependencies it runs: each dependency costs FastAPI
     a resolution step on every request. Elsewhere, `ResourcesDep` says the same in a route's signature.
     """
-    found: Resources = request.state.resources
+    return scope_resources(request.scope)
+
+
+def scope_resources(scope: Scope) -> Resources:
+    """The same, for pure ASGI code that has the request's scope (the lifespan state is in it)."""
+    found: Resources = scope["state"]["resources"]
     return found
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus
 from allegro_link.db import utcnow
+from allegro_link.driver_reads import DriverRead
 from allegro_link.settings import Settings
 from allegro_link.tokens.models import TokenIssue
 from tests.support.accounts import update_account
@@ -51,19 +52,31 @@ async def _break_our_client_secret(harness: LinkHarness) -> None:
 @contextmanager
 def account_reads() -> Iterator[list[str]]:
     """The fresh-token reads of an account row (the broker's SELECT … WHERE id, not FOR UPDATE) that
-    any engine in this process sends meanwhile; the service under test runs in a thread here."""
+    this process sends meanwhile, on the driver (`DriverRead`) or through any engine; the service under
+    test runs in a thread here."""
     seen: list[str] = []
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def record(statement: str) -> None:
         row_read = statement.startswith("SELECT accounts.id") and "WHERE accounts.id" in statement
         if row_read and "FOR UPDATE" not in statement:
             seen.append(statement)
 
-    event.listen(Engine, "before_cursor_execute", record)
+    def record_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        record(statement)
+
+    driver_read = DriverRead.one_or_none
+
+    async def record_driver_read(self: DriverRead, **params: Any) -> Any:
+        record(self.sql)
+        return await driver_read(self, **params)
+
+    event.listen(Engine, "before_cursor_execute", record_execute)
+    DriverRead.one_or_none = record_driver_read  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        event.remove(Engine, "before_cursor_execute", record)
+        DriverRead.one_or_none = driver_read  # type: ignore[method-assign]
+        event.remove(Engine, "before_cursor_execute", record_execute)
 
 
 class TestFreshToken:

@@ -17,23 +17,32 @@ from allegro_link.auth.owner import OwnerPrincipal
 from allegro_link.auth.scopes import ACCOUNTS_READ, EVENTS_READ, KEY_MARKER, TOKENS_READ
 from allegro_link.errors import Forbidden, Unauthenticated
 from allegro_link.ops.middleware import CALLER_SCOPE_KEY
-from allegro_link.resources import resources
+from allegro_link.resources import Resources, resources
 
 MAX_CREDENTIAL_LENGTH = 8192
 # What every route behind one of the roles below may answer (OpenAPI `responses=`), before its own.
 AUTH_ERRORS = (Unauthenticated, Forbidden)
+_SEND_CREDENTIALS = "Send an owner JWT or a service API key as a Bearer token."
 
 Principal = OwnerPrincipal | ServicePrincipal
 P = TypeVar("P", bound=Principal)
 
 
 async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthenticated("Send an owner JWT or a service API key as a Bearer token.")
-    token = credentials.credentials
+    if credentials is None:
+        raise Unauthenticated(_SEND_CREDENTIALS)
+    return await authenticate(resources(request), credentials.scheme, credentials.credentials)
+
+
+async def authenticate(app: Resources, scheme: str, token: str) -> Principal:
+    """Who sent `Authorization: <scheme> <token>`; Unauthenticated when nobody we know.
+
+    Also for the token route's fast path (tokens/fast_path.py), which parses the header itself.
+    """
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(_SEND_CREDENTIALS)
     if len(token) > MAX_CREDENTIAL_LENGTH:
         raise Unauthenticated("The credentials are not valid.")
-    app = resources(request)
     if token.startswith(KEY_MARKER):
         principal = await app.api_keys.verify(token)
         if principal is None:
@@ -54,7 +63,7 @@ def _account_reader(caller: Principal) -> Principal:
     return caller
 
 
-def _token_reader(caller: Principal) -> ServicePrincipal:
+def token_reader(caller: Principal) -> ServicePrincipal:
     if not isinstance(caller, ServicePrincipal):
         raise Forbidden("Owners never read tokens; this endpoint is for internal services.")
     if not caller.has_scope(TOKENS_READ):
@@ -96,7 +105,7 @@ class _BearerRole(HTTPBearer, Generic[P]):
 
 Owner = Annotated[OwnerPrincipal, Depends(_BearerRole(_owner))]
 AccountReader = Annotated[Principal, Depends(_BearerRole(_account_reader))]
-TokenReader = Annotated[ServicePrincipal, Depends(_BearerRole(_token_reader))]
+TokenReader = Annotated[ServicePrincipal, Depends(_BearerRole(token_reader))]
 EventReader = Annotated[ServicePrincipal, Depends(_BearerRole(_event_reader))]
 
 

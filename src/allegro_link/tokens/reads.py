@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from allegro_link.accounts.models import Account, detached_account
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.crypto.vault import TokenVault
+from allegro_link.driver_reads import DriverRead
 from allegro_link.tokens.problems import ReloginRequired
 
-# Every column of the row, to build a detached Account from. Built once: SQLAlchemy memoises a
-# statement's cache key, so reusing it skips rebuilding and re-keying it per request.
+# Every column of the row, to build a detached Account from.
 _ACCOUNT_ROW = select(*Account.__table__.columns).where(Account.id == bindparam("account_id"))
 
 
@@ -37,8 +37,8 @@ class AccountReads:
     """Reads of the account row as it is now, queued first come first served at `gate`."""
 
     def __init__(self, engine: AsyncEngine, concurrency: int) -> None:
-        # Same pool as the sessions; reads need no transaction.
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Same pool as the sessions; on the driver, as the hottest read (driver_reads.py).
+        self._row = DriverRead(engine, _ACCOUNT_ROW)
         # Readers queue here rather than in the pool, which is not fair under a burst
         # (docs/performance.md). Sized to the pool: no reader waits for a connection the pool has.
         self.gate = asyncio.Semaphore(concurrency)
@@ -54,9 +54,7 @@ class AccountReads:
         object, which nothing here needs. The Account returned is detached, as one read through a
         closed session would be.
         """
-        async with self._engine.connect() as connection:
-            result = await connection.execute(_ACCOUNT_ROW, {"account_id": account_id})
-            row = result.mappings().one_or_none()
+        row = await self._row.one_or_none(account_id=account_id)
         if row is None:
             raise AccountNotFound("No such account.")
         return detached_account(row)

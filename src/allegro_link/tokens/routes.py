@@ -12,15 +12,22 @@ from allegro_link.accounts.service import AccountNotFound
 from allegro_link.auth.api_keys import ServicePrincipal
 from allegro_link.auth.deps import AUTH_ERRORS, TokenReader
 from allegro_link.errors import DatabaseUnavailable, error_responses
-from allegro_link.resources import resources
+from allegro_link.resources import Resources, resources
 from allegro_link.tokens.problems import AllegroUnavailableProblem, ReloginRequired
 from allegro_link.tokens.reads import IssuedToken
 from allegro_link.tokens.schemas import RefreshRequest, TokenOut
 
 router = APIRouter(prefix="/accounts", tags=["tokens"])
 
+MIN_VALID_FOR_DEFAULT = 300
+MIN_VALID_FOR_MAX = 3600
 MinValidFor = Annotated[
-    int, Query(ge=0, le=3600, description="seconds the token must stay valid for (default 300)")
+    int,
+    Query(
+        ge=0,
+        le=MIN_VALID_FOR_MAX,
+        description=f"seconds the token must stay valid for (default {MIN_VALID_FOR_DEFAULT})",
+    ),
 ]
 ERRORS = error_responses(
     *AUTH_ERRORS,
@@ -35,7 +42,13 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Resources are taken with `resources(request)` in the route rather than through dependencies: this
 # is the hot path, and each dependency costs FastAPI a resolution step on every request.
 def _answer(issued: IssuedToken, caller: ServicePrincipal, request: Request) -> Response:
-    resources(request).token_audit.record(
+    body = token_body(resources(request), issued, caller)
+    return Response(body, media_type="application/json", headers=NO_STORE)
+
+
+def token_body(app: Resources, issued: IssuedToken, caller: ServicePrincipal) -> bytes:
+    """The response body for a token handed to `caller`, which is recorded in the audit log."""
+    app.token_audit.record(
         account_id=issued.account_id,
         api_key_id=caller.key_id,
         api_key_name=caller.name,
@@ -52,12 +65,15 @@ def _answer(issued: IssuedToken, caller: ServicePrincipal, request: Request) -> 
         scope=issued.scope,
     )
     # Serialised here, once; `response_model` still documents the body in OpenAPI.
-    return Response(body.model_dump_json(), media_type="application/json", headers=NO_STORE)
+    return body.model_dump_json().encode()
 
 
 @router.get("/{account_id}/token", operation_id="tokens-get", response_model=TokenOut, responses=ERRORS)
 async def get_token(
-    account_id: uuid.UUID, caller: TokenReader, request: Request, min_valid_for: MinValidFor = 300
+    account_id: uuid.UUID,
+    caller: TokenReader,
+    request: Request,
+    min_valid_for: MinValidFor = MIN_VALID_FOR_DEFAULT,
 ) -> Response:
     """A currently valid access token for the account, refreshed first when needed."""
     issued = await resources(request).tokens.token(account_id, min_valid_for=timedelta(seconds=min_valid_for))
@@ -72,7 +88,7 @@ async def refresh_token(
     caller: TokenReader,
     request: Request,
     body: Annotated[RefreshRequest | None, Body()] = None,
-    min_valid_for: MinValidFor = 300,
+    min_valid_for: MinValidFor = MIN_VALID_FOR_DEFAULT,
 ) -> Response:
     """Allegro refused the caller's token (send it as `rejected_token`), or refresh now (no body)."""
     issued = await resources(request).tokens.refresh(

@@ -1,0 +1,94 @@
+"""One-statement reads on the pool's own asyncpg connections, for the hottest paths.
+
+SQLAlchemy's execution layer costs a read about twice the driver's own time (docs/performance.md):
+a `Connection` and its events, the isolation-level switch for autocommit, the compiled statement's
+per-execution setup, the cursor adaption and the result's row objects, each crossing into a greenlet.
+A `DriverRead` keeps what matters of it and drops the rest:
+
+- the statement is a Core SELECT, compiled once by the engine's dialect (its SQL and its result
+  columns' type processors, so that values come back as SQLAlchemy would return them: enums as enums);
+- the connection is checked out of the engine's own pool, with its checkout events (the dead-connection
+  check in db.py), and returned to it;
+- a failure that means the database is unreachable invalidates the connection (the pool will not hand it
+  out again) and becomes `DatabaseUnavailable` (503), as the error handlers answer for the ORM's reads;
+- behind PgBouncer in transaction mode the statement runs in a transaction, as every other statement
+  does there (db.py, `_no_autocommit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from allegro_link.db import behind_pgbouncer, is_unavailable
+from allegro_link.errors import DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
+
+_Processor = Callable[[Any], Any] | None
+
+
+class DriverRead:
+    """A Core SELECT returning at most one row, run on a pooled asyncpg connection of `engine`."""
+
+    def __init__(self, engine: AsyncEngine, statement: Select[Any]) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        # Bound parameters in the order of the SQL's $1, $2, ..., each with its type's conversion.
+        self._params = tuple(
+            (name, bind, bind.type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup or ()
+            for bind in (compiled.binds[name],)
+        )
+        self._columns: tuple[tuple[str, _Processor], ...] = tuple(
+            (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in statement.selected_columns
+        )
+        self._pool = engine.sync_engine.pool
+        self._in_transaction = behind_pgbouncer(engine)
+
+    async def one_or_none(self, **params: Any) -> dict[str, Any] | None:
+        """The row as {column key: value}, or None when there is none."""
+        record = await self._fetchrow(self._arguments(params))
+        if record is None:
+            return None
+        return {
+            key: value if process is None or value is None else process(value)
+            for (key, process), value in zip(self._columns, record.values(), strict=True)
+        }
+
+    def _arguments(self, given: dict[str, Any]) -> list[Any]:
+        arguments = []
+        for name, bind, process in self._params:
+            # A parameter the statement needs and was not given fails here (KeyError), not in the driver.
+            value = given[name] if name in given or bind.required else bind.effective_value
+            arguments.append(value if process is None or value is None else process(value))
+        return arguments
+
+    async def _fetchrow(self, args: list[Any]) -> asyncpg.Record | None:
+        # The pool's checkout may connect, which SQLAlchemy runs in a greenlet; so do its return and
+        # invalidation, which may close a connection.
+        pooled = await greenlet_spawn(self._pool.connect)
+        driver: asyncpg.Connection = pooled.driver_connection
+        try:
+            if self._in_transaction:
+                async with driver.transaction():
+                    return await driver.fetchrow(self.sql, *args)
+            return await driver.fetchrow(self.sql, *args)
+        except BaseException as exc:
+            # Not knowing what state a failed or cancelled connection is in, it is not reused.
+            if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
+                await greenlet_spawn(pooled.invalidate, exc if isinstance(exc, Exception) else None)
+            if isinstance(exc, Exception) and is_unavailable(exc):
+                log.warning("db.unavailable", error=type(exc).__name__)
+                raise DatabaseUnavailable() from exc
+            raise
+        finally:
+            await greenlet_spawn(pooled.close)
