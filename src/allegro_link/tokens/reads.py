@@ -17,8 +17,18 @@ from allegro_link.crypto.vault import TokenVault
 from allegro_link.driver_reads import DriverRead
 from allegro_link.tokens.problems import ReloginRequired
 
-# Every column of the row, to build a detached Account from.
-_ACCOUNT_ROW = select(*Account.__table__.columns).where(Account.id == bindparam("account_id"))
+# The row's columns, to build a detached Account from, but the refresh token's ciphertext: nothing
+# that reads the row this way needs it (a refresh locks the row and reads it again). The two
+# ciphertexts take a row over PostgreSQL's TOAST threshold, so one of them is stored out of line and
+# costs the server a second lookup to read; and it is 1.4 kB less to send. Reading it on the Account
+# returned raises.
+_ACCOUNT_ROW = select(
+    *(
+        column
+        for column in Account.__table__.columns
+        if column is not Account.__table__.c.refresh_token_ciphertext
+    )
+).where(Account.id == bindparam("account_id"))
 
 
 @dataclass(frozen=True, slots=True)
