@@ -84,7 +84,7 @@ lock: $(UV)
 lock-upgrade:
 	$(MAKE) lock LOCK_ARGS=--upgrade
 
-# Not part of `make test`: about 15-20 minutes of load on this machine (2-6 of them seeding 1,000,000
+# Not part of `make test`: about 15-20 minutes of load on this machine (2-4 of them seeding 1,000,000
 # accounts). Needs PostgreSQL at 127.0.0.1:5432 (or BENCH_PG_URL) and wrk (installed with apt-get when
 # missing). Writes docs/performance.md.
 bench: $(STAMP)

@@ -12,7 +12,7 @@ data), so nothing can be shared between rows. What a row costs (measured on 50,0
 the server's backend (the heap row, a TOASTed token and the index entries, all WAL-logged), and some
 waiting on the WAL. So batches of `BATCH` rows are made and copied by `SEED_WORKERS` processes at once,
 each on its own connection: the Python work of one overlaps the COPY of the other and both cores are
-used (1,000,000 rows: about 2 minutes at a load average of 5, 5-6 when the machine is busier).
+used (1,000,000 rows: about 2 minutes at a load average of 5, 3-4 at 7-11).
 The table keeps its indexes throughout, so they grow by insertion as they do in production, and
 `VACUUM ANALYZE` runs at the end: the server's autovacuum may be off, and production's would have
 visited a table that grew this much (visibility map, planner statistics).
