@@ -84,8 +84,9 @@ lock: $(UV)
 lock-upgrade:
 	$(MAKE) lock LOCK_ARGS=--upgrade
 
-# Not part of `make test`: about 15 minutes of load on this machine. Needs PostgreSQL at 127.0.0.1:5432
-# (or BENCH_PG_URL) and wrk (installed with apt-get when missing). Writes docs/performance.md.
+# Not part of `make test`: about 15-20 minutes of load on this machine (2-4 of them seeding 1,000,000
+# accounts). Needs PostgreSQL at 127.0.0.1:5432 (or BENCH_PG_URL) and wrk (installed with apt-get when
+# missing). Writes docs/performance.md.
 bench: $(STAMP)
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -223,7 +223,7 @@ def _prepare(db: BenchDatabase, work: Path, accounts: int) -> dict[str, str]:
     env["ALLEGRO_LINK_KEEPALIVE_ENABLED"] = "false"
     key = migrate_and_create_key(env, "cpu", "tokens:read")
     env["BENCH_FLOOR_API_KEY"] = key
-    ids = asyncio.run(seed_accounts(db.dsn, env["ALLEGRO_LINK_ENCRYPTION_KEYS"], 0, accounts))
+    ids = seed_accounts(db.dsn, env["ALLEGRO_LINK_ENCRYPTION_KEYS"], 0, accounts).ids
     owners = max(1, accounts // ACCOUNTS_PER_OWNER)
     asyncio.run(_regroup_owners(db.dsn, owners))
     random.Random(1).shuffle(ids)  # noqa: S311 - the same order in every run, not security

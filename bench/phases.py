@@ -9,9 +9,9 @@ import os
 import random
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,6 +39,7 @@ from results import (
     Loadgen,
     OwnerListing,
     Scale,
+    Seeding,
     SizeFigures,
     Storm,
     StormRun,
@@ -76,7 +77,10 @@ class RssWatcher:
 
 
 def write_requests(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n")
+    """A request list for bench/requests.lua: `path<TAB>credential` lines, padded with spaces to one
+    length so that wrk finds a line by its offset instead of splitting the file (see the script)."""
+    width = max(len(line) for line in lines)
+    path.write_text("".join(f"{line:<{width}}\n" for line in lines))
     return path
 
 
@@ -124,9 +128,12 @@ class Bench:
                 )
         return {name: Series(r) for name, r in runs.items()}
 
-    def seed(self, start: int, stop: int) -> list[str]:
+    def seed(self, start: int, stop: int) -> tuple[list[str], Seeding]:
+        """Accounts number `start` .. `stop - 1`: their ids, and how long seeding them took."""
         keys = self.env["ALLEGRO_LINK_ENCRYPTION_KEYS"]
-        return [str(i) for i in asyncio.run(seed_accounts(self.db.dsn, keys, start, stop))]
+        seeded = seed_accounts(self.db.dsn, keys, start, stop, workers=self.options.seed_workers)
+        timing = Seeding(len(seeded.ids), seeded.copy_seconds, seeded.vacuum_seconds, seeded.workers)
+        return [str(i) for i in seeded.ids], timing
 
 
 @dataclass(frozen=True)
@@ -214,45 +221,64 @@ def start_apps(bench: Bench) -> Apps:
     return Apps(fake, ours, floor, baseline, before)
 
 
-def fresh_tokens(bench: Bench, apps: Apps) -> FreshTokens:
-    """Phases 1 and 4: seed up to each size, then fresh tokens at MANY_CLIENTS (and FEW_CLIENTS at the
-    largest size)."""
+def growth(
+    bench: Bench, apps: Apps, *, plans: bool, listing: bool
+) -> tuple[FreshTokens, OwnerListing | None]:
+    """Phases 1 and 4, and the measurements of phase 2 that depend on the size.
+
+    At each size (--sizes, ascending): seed the accounts added since the previous size, fresh tokens at
+    MANY_CLIENTS (and FEW_CLIENTS at the largest size), and (`plans`) the keep-alive candidate query's
+    plans. `listing`: `GET /accounts` per owner once, at the size chosen by `listing_size`.
+    """
     sizes: list[int] = bench.options.sizes
+    list_at = listing_size(sizes, bench.options.list_size) if listing else None
     ids: list[str] = []
     by_size: dict[int, SizeFigures] = {}
+    statement, parameters = asyncio.run(capture_sweep_query(bench.db.sqlalchemy_url)) if plans else ("", ())
+    listed: OwnerListing | None = None
     for size in sizes:
-        log(f"seeding accounts up to {size}")
-        started = time.perf_counter()
-        new = bench.seed(len(ids), size)
+        log(f"seeding accounts up to {size:,}")
+        new, seeding = bench.seed(len(ids), size)
         ids.extend(new)
-        log(f"  {len(new)} accounts in {time.perf_counter() - started:.1f} s")
+        log(
+            f"  {seeding.added:,} accounts in {seeding.seconds:.1f} s ({seeding.workers} processes: COPY "
+            f"{seeding.copy_seconds:.1f} s, {seeding.added / max(seeding.copy_seconds, 1e-9):,.0f} rows/s; "
+            f"VACUUM ANALYZE {seeding.vacuum_seconds:.1f} s)"
+        )
+        # The plans right after the VACUUM ANALYZE, before the token load warms any page.
+        sweep = sweep_plans(bench, statement, parameters) if plans else []
         shuffled = ids[:]
         random.Random(size).shuffle(shuffled)  # noqa: S311 - the same order in every run, not security
         token_file = bench.token_requests(f"tokens-{size}.txt", shuffled)
         rss: dict[str, int] = {}
         c64 = bench.measure(apps.measured, token_file, connections=MANY_CLIENTS, rss=rss)
         c4 = bench.measure(apps.measured, token_file, connections=FEW_CLIENTS) if size == sizes[-1] else None
-        by_size[size] = SizeFigures(c64=c64, c4=c4, peak_rss_kb=rss)
-    return FreshTokens(by_size=by_size, account_ids=ids)
+        by_size[size] = SizeFigures(seeding=seeding, c64=c64, c4=c4, peak_rss_kb=rss, sweep_plans=sweep)
+        if size == list_at:
+            listed = owner_listing(bench, {"ours": apps.ours, "floor": apps.floor}, size)
+    return FreshTokens(by_size=by_size, account_ids=ids, sweep_query=statement), listed
 
 
-def scale(bench: Bench, apps: Apps) -> Scale:
-    """Phase 2: owner list pages, the keep-alive candidate query, memory."""
-    listing = owner_listing(bench, {"ours": apps.ours, "floor": apps.floor})
-    statement, plans = sweep_plans(bench)
+def listing_size(sizes: list[int], limit: int) -> int:
+    """The size `GET /accounts` is measured at: the largest of `sizes` up to `limit` (the smallest size
+    if all are larger). At 100,000 accounts each of the 1,000 owners has 100, as in earlier runs."""
+    return max((s for s in sizes if s <= limit), default=min(sizes))
+
+
+def scale(apps: Apps, listing: OwnerListing) -> Scale:
+    """Phase 2: the owner listing (measured during the growth, see `growth`) and the worker's memory."""
     return Scale(
         listing=listing,
-        sweep_query=statement,
-        sweep_plans=plans,
         rss_after_load_kb=status_kb(apps.ours, "VmRSS"),
         rss_high_water_kb=status_kb(apps.ours, "VmHWM"),
     )
 
 
-def owner_listing(bench: Bench, apps: dict[str, ServerProcess]) -> OwnerListing:
-    """`GET /accounts` first page as each owner in turn, ours and its floor."""
-    log("GET /accounts per owner")
-    owners = [f"owner-{n:04d}" for n in range(min(OWNERS, bench.options.sizes[-1]))]
+def owner_listing(bench: Bench, apps: dict[str, ServerProcess], accounts: int) -> OwnerListing:
+    """`GET /accounts` first page as each owner in turn, ours and its floor, with `accounts` accounts
+    in the database."""
+    log(f"GET /accounts per owner, {accounts:,} accounts")
+    owners = [f"owner-{n:04d}" for n in range(min(OWNERS, accounts))]
     list_file = write_requests(
         bench.workdir / "owners.txt", [f"/accounts?limit={LISTING_PAGE}\t{owner_jwt(o)}" for o in owners]
     )
@@ -264,18 +290,27 @@ def owner_listing(bench: Bench, apps: dict[str, ServerProcess]) -> OwnerListing:
         )
         page.raise_for_status()
     return OwnerListing(
-        c4=c4, c64=c64, items_per_page=len(page.json()["items"]), peak_rss_kb=rss.get("ours", 0)
+        accounts=accounts,
+        c4=c4,
+        c64=c64,
+        items_per_page=len(page.json()["items"]),
+        peak_rss_kb=rss.get("ours", 0),
     )
 
 
-def sweep_plans(bench: Bench) -> tuple[str, list[SweepPlan]]:
-    """The keep-alive's candidate query as sent, and its plans: as configured, and with a busy window."""
-    statement, parameters = asyncio.run(capture_sweep_query(bench.db.sqlalchemy_url))
+def sweep_plans(bench: Bench, statement: str, parameters: tuple[Any, ...]) -> list[SweepPlan]:
+    """The keep-alive's candidate query (captured once, as sent), EXPLAIN ANALYZEd as configured and with
+    a busy window, on the accounts seeded so far."""
     plans = [
         asyncio.run(explain_sweep(bench.db.dsn, statement, parameters, window_days=days))
         for days in (CONFIGURED_WINDOW_DAYS, bench.options.busy_window_days)
     ]
-    return statement, plans
+    for plan in plans:
+        log(
+            f"  keep-alive query, {plan.window_days:g}-day window: {' → '.join(plan.nodes)}, "
+            f"{plan.due_accounts:,} due, {plan.execution_ms:.2f} ms, {plan.buffers:,} buffers"
+        )
+    return plans
 
 
 def refresh_storm(bench: Bench, apps: Apps, ids: list[str]) -> Storm:

@@ -30,20 +30,38 @@ class Loadgen:
 
 
 @dataclass(frozen=True)
-class SizeFigures:
-    """Fresh tokens at one number of accounts."""
+class Seeding:
+    """One growth step's seeding: the accounts added since the previous size, and how long it took."""
 
+    added: int
+    copy_seconds: float  # making, sealing and COPYing the rows
+    vacuum_seconds: float  # VACUUM ANALYZE afterwards
+    workers: int  # processes making and copying batches at once
+
+    @property
+    def seconds(self) -> float:
+        return self.copy_seconds + self.vacuum_seconds
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    """One growth step: its seeding, fresh tokens and the keep-alive query's plans at that size."""
+
+    seeding: Seeding
     c64: ByApp
     c4: ByApp | None  # at the largest size only
     peak_rss_kb: dict[str, int]  # by app, under the 64-client load
+    sweep_plans: list[SweepPlan]  # as configured and with a busy window; none with --fresh-only
 
 
 @dataclass(frozen=True)
 class FreshTokens:
-    """Phases 1 and 4: the fresh-token path at each size, next to the baseline."""
+    """Phases 1 and 4: the fresh-token path at each size, next to the floor and the baseline; and the
+    keep-alive's candidate query at each size (phase 2's plans)."""
 
     by_size: dict[int, SizeFigures]
     account_ids: list[str] = field(repr=False)  # every seeded account, for the storm's warm-up
+    sweep_query: str = ""  # as `sweep_once` sends it; empty with --fresh-only
 
     @property
     def sizes(self) -> list[int]:
@@ -58,6 +76,7 @@ class FreshTokens:
 class OwnerListing:
     """`GET /accounts`, first page, as each owner in turn: `ours` and `floor`."""
 
+    accounts: int  # in the database while it ran (the growth step it ran at)
     c4: ByApp
     c64: ByApp
     items_per_page: int
@@ -66,11 +85,10 @@ class OwnerListing:
 
 @dataclass(frozen=True)
 class Scale:
-    """Phase 2: the owner listing, the keep-alive candidate query's plans, the worker's memory."""
+    """Phase 2: the owner listing and the worker's memory (the keep-alive query's plans are taken at
+    each growth step: `SizeFigures.sweep_plans`)."""
 
     listing: OwnerListing
-    sweep_query: str
-    sweep_plans: list[SweepPlan]
     rss_after_load_kb: int
     rss_high_water_kb: int
 
@@ -103,8 +121,8 @@ class Results:
     idle_rss_kb: dict[str, int]
     loadgen: Loadgen | None = None  # not with --storm-only
     fresh: FreshTokens | None = None  # not with --storm-only
-    scale: Scale | None = None  # not with --storm-only or --fresh-only
-    storm: Storm | None = None  # not with --fresh-only
+    scale: Scale | None = None  # not with --storm-only, --fresh-only or --growth-only
+    storm: Storm | None = None  # not with --fresh-only or --growth-only
     date: str = ""
     wall_seconds: float = 0.0
 
@@ -120,16 +138,25 @@ class Results:
                 for size, figures in self.fresh.by_size.items()
             }
             found["peak_rss_kb"] = {str(size): f.peak_rss_kb for size, f in self.fresh.by_size.items()}
+            found["seeding"] = {
+                str(size): {**asdict(f.seeding), "seconds": f.seeding.seconds}
+                for size, f in self.fresh.by_size.items()
+            }
+            if self.fresh.sweep_query:
+                found["sweep_query"] = self.fresh.sweep_query
+                found["sweep_plans"] = {
+                    str(size): [asdict(plan) for plan in f.sweep_plans]
+                    for size, f in self.fresh.by_size.items()
+                }
         if self.scale is not None:
             listing = self.scale.listing
             found["owner_list"] = {
+                "accounts": listing.accounts,
                 "c4": _series_json(listing.c4),
                 "c64": _series_json(listing.c64),
                 "items_per_page": listing.items_per_page,
             }
             found["owner_list_peak_rss_kb"] = listing.peak_rss_kb
-            found["sweep_query"] = self.scale.sweep_query
-            found["sweep_plans"] = [asdict(plan) for plan in self.scale.sweep_plans]
             found["worker_rss_after_load_kb"] = self.scale.rss_after_load_kb
             found["worker_rss_high_water_kb"] = self.scale.rss_high_water_kb
         if self.storm is not None:

@@ -3,13 +3,14 @@
 What it does, in order (all on 127.0.0.1, every process and the database removed at the end):
 
 0. load generator check: wrk alone against a static uvloop endpoint;
-1. growth + fresh tokens: seeds 1k, then 10k, then 100k accounts (1,000 owners, tokens sealed with
-   the TokenVault) and at each size runs `GET /accounts/{id}/token` against `allegro-link serve`
-   (production settings), against bench/floor_app.py (the floor the targets are checked against) and
-   bench/baseline_app.py (a second reference), 64 keep-alive connections, interleaved
-   repetitions after a warm-up; at the largest size also with 4 connections;
-2. scale: `GET /accounts` first page per owner, ours and the floor; the keep-alive candidate query's
-   plan; RSS;
+1. growth + fresh tokens: seeds 1k, then 10k, 100k and 1M accounts (1,000 owners, tokens sealed with
+   the TokenVault, COPY by a few processes, each step adding the difference; its time is reported) and
+   at each size runs `GET /accounts/{id}/token` against `allegro-link serve` (production settings),
+   against bench/floor_app.py (the floor the targets are checked against) and bench/baseline_app.py (a
+   second reference), 64 keep-alive connections, interleaved repetitions after a warm-up; at the
+   largest size also with 4 connections;
+2. scale: the keep-alive candidate query's plan at each size; `GET /accounts` first page per owner, ours
+   and the floor, at 100k accounts (as the growth passes through it); RSS;
 3. refresh storm: 50 accounts linked through the fake Allegro, access tokens expired, 500 requests at
    once over two `allegro-link serve` processes while the fake answers refreshes in 50 ms.
 
@@ -44,18 +45,20 @@ from common import (
     status_kb,
     temp_workdir,
 )
-from phases import fresh_tokens, measure_loadgen, prepare, refresh_storm, scale, start_apps
-from report import render, write_report
+from phases import growth, measure_loadgen, prepare, refresh_storm, scale, start_apps
+from report import render, render_growth, write_report
 from results import Results
+from seed import SEED_WORKERS
 
 STORM_ONLY_ACCOUNTS = 1000  # seeded for --storm-only: the storm's warm-up reads them
 
 
 def bench(options: argparse.Namespace, procs: Processes, db: BenchDatabase, workdir: Path) -> Results:
-    """The phases in order; --storm-only and --fresh-only run a part."""
+    """The phases in order; --storm-only, --fresh-only and --growth-only run a part."""
     machine = machine_description()
     setup = prepare(options, procs, db, workdir)
-    loadgen = None if options.storm_only else measure_loadgen(setup)
+    partial = options.storm_only or options.fresh_only or options.growth_only
+    loadgen = None if partial else measure_loadgen(setup)
     apps = start_apps(setup)
     results = Results(
         machine=machine,
@@ -64,13 +67,13 @@ def bench(options: argparse.Namespace, procs: Processes, db: BenchDatabase, work
         loadgen=loadgen,
     )
     if options.storm_only:
-        ids = setup.seed(0, STORM_ONLY_ACCOUNTS)
+        ids, _ = setup.seed(0, STORM_ONLY_ACCOUNTS)
     else:
-        fresh = fresh_tokens(setup, apps)
+        fresh, listing = growth(setup, apps, plans=not options.fresh_only, listing=not partial)
         results = replace(results, fresh=fresh)
-        if options.fresh_only:
+        if listing is None:
             return results
-        results = replace(results, scale=scale(setup, apps))
+        results = replace(results, scale=scale(apps, listing))
         ids = fresh.account_ids
     return replace(results, storm=refresh_storm(setup, apps, ids))
 
@@ -88,7 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, default=3, help="measured runs per figure (median quoted)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up, not counted")
     parser.add_argument(
-        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10_000, 100_000]
+        "--sizes",
+        type=lambda v: sorted(int(x) for x in v.split(",")),
+        default=[1000, 10_000, 100_000, 1_000_000],
+        help="numbers of accounts the growth steps through",
+    )
+    parser.add_argument(
+        "--list-size",
+        type=int,
+        default=100_000,
+        help="`GET /accounts` per owner runs at the largest size up to this",
+    )
+    parser.add_argument(
+        "--seed-workers", type=int, default=SEED_WORKERS, help="processes seeding accounts at once"
     )
     parser.add_argument("--storm-accounts", type=int, default=50)
     parser.add_argument("--storm-requests", type=int, default=500)
@@ -99,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--storm-only", action="store_true", help="only the refresh storm (for profiling)")
     parser.add_argument(
         "--fresh-only", action="store_true", help="only the fresh-token figures, printed (for profiling)"
+    )
+    parser.add_argument(
+        "--growth-only",
+        action="store_true",
+        help="only the growth: seeding, fresh tokens and the keep-alive query's plans at each size, printed",
     )
     parser.add_argument(
         "--before-src", type=Path, help="also measure the fresh-token path of the service from this src/ tree"
@@ -136,7 +156,9 @@ def main() -> int:
         wall_seconds=time.monotonic() - started,
     )
     print(json.dumps(results.as_json(), indent=2, default=str))
-    if options.storm_only or options.fresh_only:
+    if options.growth_only and results.fresh is not None:
+        print(render_growth(results.fresh))
+    if options.storm_only or options.fresh_only or options.growth_only:
         return 0
     block = render(results, command.strip())
     print(block)
