@@ -26,15 +26,23 @@ def relogin_deadline(account: Account, now: datetime) -> datetime | None:
     """The earlier of the refresh token's expiry and the last use + 90 days; None unless active."""
     if effective_status(account, now).status is not AccountStatus.ACTIVE:
         return None
-    candidates = [account.refresh_token_expires_at]
-    if account.last_used_at is not None:
-        candidates.append(account.last_used_at + USE_RULE)
-    known = [moment for moment in candidates if moment is not None]
-    return min(known) if known else None
+    return active_deadline(account.refresh_token_expires_at, account.last_used_at)
+
+
+def active_deadline(refresh_expires_at: datetime | None, last_used_at: datetime | None) -> datetime | None:
+    """`relogin_deadline` of an account known to be active, from its row's two plain values."""
+    if last_used_at is None:
+        return refresh_expires_at
+    by_use = last_used_at + USE_RULE
+    return by_use if refresh_expires_at is None or by_use < refresh_expires_at else refresh_expires_at
 
 
 def relogin_soon(account: Account, now: datetime, window: timedelta) -> bool:
-    deadline = relogin_deadline(account, now)
+    return is_soon(relogin_deadline(account, now), now, window)
+
+
+def is_soon(deadline: datetime | None, now: datetime, window: timedelta) -> bool:
+    """`relogin_soon` for an account with this deadline (None: not active, never soon)."""
     return deadline is not None and deadline - now <= window
 
 
@@ -56,8 +64,9 @@ def sql_relogin_deadline() -> ColumnElement[datetime]:
     return func.least(Account.refresh_token_expires_at, Account.last_used_at + USE_RULE)
 
 
-def sql_relogin_soon(window: timedelta) -> ColumnElement[bool]:
-    """Active, alive, and one of the two clocks runs out within `window`.
+def sql_relogin_soon(window: timedelta | ColumnElement[timedelta]) -> ColumnElement[bool]:
+    """Active, alive, and one of the two clocks runs out within `window` (a value, or a bound parameter
+    so that a statement built once serves every window).
 
     Written as an OR over the two columns (not over `least(...)`) so that each side is a range on its
     own partial index (`status = 'active'`): a BitmapOr of two index scans at any table size.

@@ -5,17 +5,32 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Interval,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from allegro_link.accounts import transitions
 from allegro_link.accounts.deadline import sql_relogin_soon
-from allegro_link.accounts.models import Account, detached_account
+from allegro_link.accounts.models import Account
+from allegro_link.accounts.schemas import LISTED_COLUMNS
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
 from allegro_link.errors import BadRequest, NotFound
@@ -49,22 +64,36 @@ class AccountFilter:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    items: list[EffectiveStatus]
+    rows: Sequence[Row[Any]]  # `schemas.LISTED_COLUMNS` of each account first, in id order
+    listed_at: datetime  # the moment the items' status is computed at
     next_cursor: str | None
-    relogin_required_count: int
-    relogin_soon_count: int
+    counts: dict[str, int]  # by the page's field that carries each (`_COUNTED`)
 
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
 
-# A page needs none of the token ciphertexts (about 3 kB a row, TOASTed): they are not selected, and
-# reading one from a listed account raises rather than queries. The rows are read as Core rows into
-# detached Accounts: an ORM load (identity map, per-row state) was most of the page's database cost.
-_CIPHERTEXTS = {Account.access_token_ciphertext.key, Account.refresh_token_ciphertext.key}
-_LISTED_COLUMNS = [column for column in Account.__table__.columns if column.key not in _CIPHERTEXTS]
+# What a page shows of an account (docs/api.md), and nothing else: not the token ciphertexts (about
+# 3 kB a row, TOASTed), nor the bookkeeping columns. The rows stay Core rows, made into the response's
+# items as plain values (`schemas.listed_account`): an ORM load, an Account and a model per row were
+# most of the page's cost.
+_LISTED = [Account.__table__.c[key] for key in LISTED_COLUMNS]
+
+# The list statements' parameters: their values change with each request, the statements do not.
+_OWNER = bindparam("owner_id", type_=Account.owner_id.type)
+_LOGIN = bindparam("login", type_=Account.login.type)
+_AFTER = bindparam("after", type_=Account.id.type)
+_LIMIT = bindparam("limit", type_=Integer)
+_SOON_WINDOW = bindparam("soon_window", type_=Interval)
+
+# What a page counts among all the owner's accounts (every owner's, for a service), whatever its
+# filters, by the page's field that carries the count.
+_COUNTED: dict[str, ColumnElement[bool]] = {
+    "relogin_required_count": sql_needs_relogin(),
+    "relogin_soon_count": sql_relogin_soon(_SOON_WINDOW),
+}
 
 
-def _scoped(statement: SelectT, owner_id: str | None) -> SelectT:
+def _scoped(statement: SelectT, owner_id: str | BindParameter[str] | None) -> SelectT:
     return statement if owner_id is None else statement.where(Account.owner_id == owner_id)
 
 
@@ -81,40 +110,97 @@ async def get_account(
     return account
 
 
-async def list_accounts(
-    session: AsyncSession, account_filter: AccountFilter, *, limit: int, cursor: str | None
-) -> Page:
-    now = utcnow()
-    statement = _scoped(select(*_LISTED_COLUMNS), account_filter.owner_id)
-    if account_filter.status is ListStatus.RELOGIN_REQUIRED:
-        statement = statement.where(sql_needs_relogin())
-    elif account_filter.status is ListStatus.ACTIVE:
-        statement = statement.where(~sql_needs_relogin())
-    elif account_filter.status is ListStatus.RELOGIN_SOON:
-        statement = statement.where(sql_relogin_soon(account_filter.soon_window))
-    if account_filter.login is not None:
-        statement = statement.where(func.lower(Account.login) == account_filter.login.lower())
-    if cursor is not None:
-        statement = statement.where(Account.id > _decode_cursor(cursor))
-    result = await session.execute(statement.order_by(Account.id).limit(limit + 1))
-    rows = [detached_account(row) for row in result.mappings()]
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of the pool in autocommit: statements that only read need no transaction.
 
-    relogin_count = await _count(session, account_filter.owner_id, sql_needs_relogin())
-    soon_count = await _count(session, account_filter.owner_id, sql_relogin_soon(account_filter.soon_window))
+    (Behind PgBouncer `db.create_engine` turns autocommit back into a transaction, as it must.)
+    """
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def list_accounts(
+    connection: AsyncConnection, account_filter: AccountFilter, *, limit: int, cursor: str | None
+) -> Page:
+    """A page of accounts and its counts, read in one statement on `connection` (no transaction needed).
+
+    The counts ride on every row of the page: PostgreSQL computes an uncorrelated subquery once per
+    statement (an InitPlan), so the page and its counts cost one round trip and see one snapshot. An
+    empty page has no row to carry them; then they are read on their own.
+    """
+    now = utcnow()
+    parameters = {
+        "owner_id": account_filter.owner_id,
+        "login": account_filter.login.lower() if account_filter.login is not None else None,
+        "after": _decode_cursor(cursor) if cursor is not None else None,
+        "limit": limit + 1,
+        "soon_window": account_filter.soon_window,
+    }
+    scoped = account_filter.owner_id is not None
+    shape = _PageShape(scoped, account_filter.status, account_filter.login is not None, cursor is not None)
+    rows = (await connection.execute(_page_statement(shape), parameters)).all()
+    counted = rows[0] if rows else (await connection.execute(_counts_statement(scoped), parameters)).one()
+    counts = {name: int(counted._mapping[name]) for name in _COUNTED}
     return Page(
-        items=[effective_status(account, now) for account in rows],
-        next_cursor=_encode_cursor(rows[-1].id) if has_more and rows else None,
-        relogin_required_count=relogin_count,
-        relogin_soon_count=soon_count,
+        rows=rows[:limit],
+        listed_at=now,
+        next_cursor=_encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+        counts=counts,
     )
 
 
-async def _count(session: AsyncSession, owner_id: str | None, condition: ColumnElement[bool]) -> int:
-    """Accounts matching `condition` among the owner's (all, for None), whatever the list's filters."""
-    statement = _scoped(select(func.count()).select_from(Account).where(condition), owner_id)
-    return int((await session.execute(statement)).scalar_one())
+@dataclass(frozen=True, slots=True)
+class _PageShape:
+    """Which filters a list request uses. Each combination is one statement, built once."""
+
+    scoped: bool  # one owner's accounts (the `owner_id` parameter); else every owner's
+    status: ListStatus | None
+    by_login: bool
+    after: bool  # a cursor: the accounts after the `after` id
+
+
+@functools.cache
+def _page_statement(shape: _PageShape) -> Select[Any]:
+    """The page for `shape`, every value a parameter, with the counts as columns.
+
+    Built once per shape: SQLAlchemy memoises a statement's cache key, so reusing the statement skips
+    building its expressions and keying the compiled-statement cache on every request.
+    """
+    statement = _scoped(select(*_LISTED, *_counts(shape.scoped)), _OWNER if shape.scoped else None)
+    if shape.status is ListStatus.RELOGIN_REQUIRED:
+        statement = statement.where(sql_needs_relogin())
+    elif shape.status is ListStatus.ACTIVE:
+        statement = statement.where(~sql_needs_relogin())
+    elif shape.status is ListStatus.RELOGIN_SOON:
+        statement = statement.where(sql_relogin_soon(_SOON_WINDOW))
+    if shape.by_login:
+        statement = statement.where(func.lower(Account.login) == _LOGIN)
+    if shape.after:
+        statement = statement.where(Account.id > _AFTER)
+    return statement.order_by(Account.id).limit(_LIMIT)
+
+
+@functools.cache
+def _counts_statement(scoped: bool) -> Select[Any]:
+    return select(*_counts(scoped))
+
+
+def _counts(scoped: bool) -> list[ColumnElement[Any]]:
+    """The counts as labelled scalar subqueries: among the owner's accounts, or every owner's.
+
+    A subquery each rather than one scan with FILTER: over every owner's accounts (a service's list)
+    each one reads only its partial indexes, not the whole table. `correlate(None)`: each counts the
+    table, not the page's row it rides on.
+    """
+    owner = _OWNER if scoped else None
+    return [
+        _scoped(select(func.count()).select_from(Account).where(condition), owner)
+        .correlate(None)
+        .scalar_subquery()
+        .label(name)
+        for name, condition in _COUNTED.items()
+    ]
 
 
 async def delete_account(session: AsyncSession, account_id: uuid.UUID, owner_id: str, *, actor: str) -> None:

@@ -25,12 +25,27 @@ class EffectiveStatus:
 
 
 def effective_status(account: Account, now: datetime) -> EffectiveStatus:
-    expiry = account.refresh_token_expires_at
-    if account.status is AccountStatus.ACTIVE and expiry is not None and expiry <= now:
-        return EffectiveStatus(
-            account, AccountStatus.RELOGIN_REQUIRED, ReloginReason.REFRESH_TOKEN_EXPIRED, expiry, now
-        )
-    return EffectiveStatus(account, account.status, account.relogin_reason, account.status_changed_at, now)
+    status, reason, changed_at = current_status(
+        account.status,
+        account.relogin_reason,
+        account.status_changed_at,
+        account.refresh_token_expires_at,
+        now,
+    )
+    return EffectiveStatus(account, status, reason, changed_at, now)
+
+
+def current_status(
+    status: AccountStatus,
+    reason: ReloginReason | None,
+    changed_at: datetime,
+    refresh_expires_at: datetime | None,
+    now: datetime,
+) -> tuple[AccountStatus, ReloginReason | None, datetime]:
+    """`effective_status` over a row's plain values (status, reason, since when), for list pages."""
+    if status is AccountStatus.ACTIVE and refresh_expires_at is not None and refresh_expires_at <= now:
+        return AccountStatus.RELOGIN_REQUIRED, ReloginReason.REFRESH_TOKEN_EXPIRED, refresh_expires_at
+    return status, reason, changed_at
 
 
 def sql_needs_relogin() -> ColumnElement[bool]:
