@@ -22,18 +22,41 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from allegro_link.accounts.models import Account
-from allegro_link.db import Base, utcnow
+from allegro_link.db import utcnow
 from allegro_link.ops.metrics import Metrics
-from allegro_link.tokens.models import TokenIssue
 
 log = structlog.get_logger(__name__)
-# The table, not the entity: a plain multi-row INSERT, without the ORM's bulk-insert bookkeeping.
-_TOKEN_ISSUES = Base.metadata.tables[TokenIssue.__tablename__]
-_ACCOUNTS = Base.metadata.tables[Account.__tablename__]
+
+# Each flush is two statements whatever its size, their values passed as one array per column: the
+# driver encodes arrays natively, where a multi-row INSERT and an executemany UPDATE cost the event
+# loop tens of milliseconds per thousand records in SQLAlchemy's per-row parameter handling, a pause
+# every request in flight waited out (docs/performance.md).
+_INSERT_ISSUES = text(
+    "INSERT INTO token_issues (account_id, api_key_id, api_key_name, token_version, refreshed, issued_at)"
+    " SELECT * FROM unnest(CAST(:account_ids AS uuid[]), CAST(:api_key_ids AS uuid[]),"
+    " CAST(:api_key_names AS varchar[]), CAST(:token_versions AS integer[]), CAST(:refreshed AS boolean[]),"
+    " CAST(:issued_at AS timestamptz[]))"
+)
+# Moves `last_used_at` forward on the rows not locked now, and names the accounts whose rows someone
+# else held (not the ones deleted meanwhile), whose uses wait for the next flush. Rows are locked in
+# id order and locked rows skipped, so two replicas' flushes never deadlock and a refresh in flight
+# never holds a flush up.
+_WRITE_USES = text("""WITH used AS (
+        SELECT * FROM unnest(CAST(:account_ids AS uuid[]), CAST(:used_at AS timestamptz[])) AS u (id, used_at)
+    ), locked AS (
+        SELECT id FROM accounts WHERE id IN (SELECT id FROM used) ORDER BY id FOR UPDATE SKIP LOCKED
+    ), moved AS (
+        UPDATE accounts SET last_used_at = used.used_at, updated_at = :now
+        FROM used JOIN locked ON locked.id = used.id
+        WHERE accounts.id = used.id
+          AND (accounts.last_used_at IS NULL OR accounts.last_used_at < used.used_at)
+    )
+    SELECT used.id FROM used
+    WHERE used.id NOT IN (SELECT id FROM locked) AND EXISTS (SELECT FROM accounts WHERE accounts.id = used.id)
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +140,9 @@ class TokenAuditLog:
                 try:
                     async with self._sessionmaker.begin() as session:
                         if batch:
-                            await session.execute(insert(_TOKEN_ISSUES), [_issue_row(r) for r in batch])
+                            await session.execute(_INSERT_ISSUES, _issue_columns(batch))
                         if uses:
-                            skipped = await _write_uses(session, uses)
+                            skipped = await _write_uses(session, uses, self._clock())
                 except Exception:
                     # Put the batch back (oldest first) and the uses too; try again on the next tick.
                     self._buffer.extendleft(reversed(batch))
@@ -145,46 +168,23 @@ class TokenAuditLog:
                 log.warning("token.audit.flush_failed", error=type(exc).__name__, buffered=len(self._buffer))
 
 
-def _issue_row(record: IssueRecord) -> dict[str, object]:
+def _issue_columns(batch: list[IssueRecord]) -> dict[str, list[object]]:
     return {
-        "account_id": record.account_id,
-        "api_key_id": record.api_key_id,
-        "api_key_name": record.api_key_name,
-        "token_version": record.token_version,
-        "refreshed": record.refreshed,
-        "issued_at": record.issued_at,
+        "account_ids": [record.account_id for record in batch],
+        "api_key_ids": [record.api_key_id for record in batch],
+        "api_key_names": [record.api_key_name for record in batch],
+        "token_versions": [record.token_version for record in batch],
+        "refreshed": [record.refreshed for record in batch],
+        "issued_at": [record.issued_at for record in batch],
     }
 
 
-async def _write_uses(session: AsyncSession, uses: dict[uuid.UUID, datetime]) -> dict[uuid.UUID, datetime]:
-    """Move `last_used_at` forward for the rows not locked now; returns the uses left for later.
-
-    Rows are locked in id order and locked rows skipped, so two replicas' flushes never deadlock and a
-    refresh in flight never holds a flush up.
-    """
-    locked = set(
-        (
-            await session.execute(
-                select(Account.id)
-                .where(Account.id.in_(uses))
-                .order_by(Account.id)
-                .with_for_update(skip_locked=True)
-            )
-        ).scalars()
+async def _write_uses(
+    session: AsyncSession, uses: dict[uuid.UUID, datetime], now: datetime
+) -> dict[uuid.UUID, datetime]:
+    """Move `last_used_at` forward for the rows not locked now; returns the uses left for later."""
+    held = await session.scalars(
+        _WRITE_USES, {"account_ids": list(uses), "used_at": list(uses.values()), "now": now}
     )
-    if locked:
-        await session.execute(
-            update(_ACCOUNTS)
-            .where(
-                _ACCOUNTS.c.id == bindparam("account_id"),
-                or_(_ACCOUNTS.c.last_used_at.is_(None), _ACCOUNTS.c.last_used_at < bindparam("used_at")),
-            )
-            .values(last_used_at=bindparam("used_at")),
-            [{"account_id": account_id, "used_at": uses[account_id]} for account_id in sorted(locked)],
-        )
-    missed = [account_id for account_id in uses if account_id not in locked]
-    if not missed:
-        return {}
     # Kept for later: the rows someone else holds, not the accounts deleted meanwhile.
-    existing = (await session.execute(select(Account.id).where(Account.id.in_(missed)))).scalars()
-    return {account_id: uses[account_id] for account_id in existing}
+    return {account_id: uses[account_id] for account_id in held}
