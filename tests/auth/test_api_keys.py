@@ -24,6 +24,7 @@ from allegro_link.db import create_engine, create_sessionmaker
 from tests.support.clock import FakeClock
 from tests.support.factories import make_settings
 from tests.support.statements import QueryCounter, counting
+from tests.support.waiting import until
 
 KEY_SHAPE = re.compile(r"alk_([A-Za-z0-9]{12})_[A-Za-z0-9_-]{43}_[A-Za-z0-9]{6}")
 ALPHABET = string.ascii_letters + string.digits
@@ -240,6 +241,29 @@ class TestVerify:
         assert await verifier.verify(key) is not None
         clock.advance(2)
         assert await verifier.verify(key) is None
+
+    async def test_a_key_in_use_is_read_again_in_the_background_before_its_entry_expires(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        verifier: ApiKeyVerifier,
+        queries: QueryCounter,
+        clock: FakeClock,
+    ) -> None:
+        key = await _create(sessionmaker, "billing")
+        assert await verifier.verify(key) is not None
+        await _revoke(sessionmaker, "billing")
+        queries.count = 0
+
+        # Past 80 % of the TTL: answered from the entry at once, which is read again meanwhile...
+        clock.advance(25)
+        assert await verifier.verify(key) is not None
+
+        async def refused() -> bool:
+            return await verifier.verify(key) is None
+
+        # ...so the revocation is seen before the entry would have expired, by one lookup in all.
+        await until(refused, within=10, what="the background lookup to see the revocation")
+        assert queries.count == 1
 
     async def test_a_revoked_key_is_refused_at_once_by_a_replica_that_had_not_cached_it(
         self, sessionmaker: async_sessionmaker[AsyncSession], verifier: ApiKeyVerifier

@@ -20,6 +20,7 @@ key may still be accepted by a replica that saw it just before the revocation.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -32,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -52,6 +54,7 @@ _KEY_SHAPE = re.compile(
     rf"{re.escape(KEY_MARKER)}([A-Za-z0-9]{{12}})_[A-Za-z0-9_-]{{43}}(?:_([A-Za-z0-9]{{6}}))?"
 )
 CHECK_LENGTH = 6
+log = structlog.get_logger(__name__)
 # Compared against when the prefix is unknown, so that the work done does not depend on the prefix.
 _NO_KEY_HASH = bytes(hashlib.sha256().digest_size)
 
@@ -192,6 +195,14 @@ class _StoredKey:
 class _Entry:
     stored: _StoredKey | None  # None: no key has this prefix
     expires_at: float
+    refresh_at: float  # from here to `expires_at`, served while a lookup in the background renews it
+
+
+# A known key's row is read again in the background once this share of its TTL has passed, so that
+# under steady traffic no caller waits for the lookup: when the entry simply expired, every request
+# in flight with the key waited for one query at once, which was the token endpoint's p99
+# (docs/performance.md). The revocation delay is still the TTL: nothing is served past `expires_at`.
+_REFRESH_AFTER_SHARE = 0.8
 
 
 class ApiKeyVerifier:
@@ -200,7 +211,8 @@ class ApiKeyVerifier:
     Rows are cached by prefix for `cache_ttl_seconds` (the revocation delay) and unknown prefixes for
     `negative_ttl_seconds`, so that garbage keys cannot hammer the database. The two caches are bounded
     separately (least recently used goes first), so a flood of made-up prefixes cannot evict real keys.
-    Concurrent lookups of one uncached prefix share a single query.
+    Concurrent lookups of one uncached prefix share a single query, and a key in use is read again in
+    the background shortly before its entry expires.
     """
 
     def __init__(
@@ -223,6 +235,7 @@ class ApiKeyVerifier:
         self._prefixes: frozenset[str] = frozenset()
         self._prefixes_read_at = float("-inf")
         self._prefix_reads: SingleFlight[None, None] = SingleFlight("api-key-prefixes")
+        self._renewals: set[asyncio.Task[_StoredKey | None]] = set()
 
     async def verify(self, presented: str) -> ServicePrincipal | None:
         """The service behind `presented`, or None for a malformed, unknown, wrong or revoked key."""
@@ -263,10 +276,31 @@ class ApiKeyVerifier:
                 continue
             if entry.expires_at > now:
                 cache.move_to_end(prefix)
+                if entry.refresh_at <= now and prefix not in self._lookups:
+                    self._renew(prefix)
                 return entry.stored
             del cache[prefix]
         # One caller giving up (a client disconnect) does not cancel the others' lookup.
         return await self._lookups.run(prefix, lambda: self._load(prefix))
+
+    def _renew(self, prefix: str) -> None:
+        """Read the row again in the background; callers meanwhile get the entry, or join the lookup."""
+        renewal = asyncio.create_task(
+            self._lookups.run(prefix, lambda: self._load(prefix)), name="api-key-renewal"
+        )
+        self._renewals.add(renewal)  # held until done: the loop keeps only weak references to tasks
+        renewal.add_done_callback(self._renewed)
+
+    def _renewed(self, renewal: asyncio.Task[_StoredKey | None]) -> None:
+        self._renewals.discard(renewal)
+        if not renewal.cancelled() and (failure := renewal.exception()) is not None:
+            # The entry stays until it expires; the next caller after that looks the key up itself.
+            log.warning("api_key.renewal_failed", error=type(failure).__name__)
+
+    async def aclose(self) -> None:
+        for renewal in list(self._renewals):
+            renewal.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
 
     async def _load(self, prefix: str) -> _StoredKey | None:
         async with self._sessionmaker() as session:
@@ -290,7 +324,8 @@ class ApiKeyVerifier:
     def _remember(
         self, cache: OrderedDict[str, _Entry], prefix: str, stored: _StoredKey | None, ttl: float
     ) -> None:
-        cache[prefix] = _Entry(stored, self._clock() + ttl)
+        now = self._clock()
+        cache[prefix] = _Entry(stored, now + ttl, now + ttl * _REFRESH_AFTER_SHARE)
         cache.move_to_end(prefix)
         while len(cache) > self._max_entries:
             cache.popitem(last=False)
