@@ -17,7 +17,7 @@ A `DriverRead` keeps what matters of it and drops the rest:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
 from typing import Any
 
 import asyncpg
@@ -31,11 +31,9 @@ from allegro_link.errors import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
 
-_Processor = Callable[[Any], Any] | None
-
 
 class DriverRead:
-    """A Core SELECT returning at most one row, run on a pooled asyncpg connection of `engine`."""
+    """A Core SELECT, run on a pooled asyncpg connection of `engine`."""
 
     def __init__(self, engine: AsyncEngine, statement: Select[Any]) -> None:
         dialect = engine.dialect
@@ -47,22 +45,34 @@ class DriverRead:
             for name in compiled.positiontup or ()
             for bind in (compiled.binds[name],)
         )
-        self._columns: tuple[tuple[str, _Processor], ...] = tuple(
-            (str(column.key), column.type.dialect_impl(dialect).result_processor(dialect, None))
+        self._keys = tuple(str(column.key) for column in statement.selected_columns)
+        # The columns whose values SQLAlchemy converts (enums, say), by position; the rest pass as is.
+        processors = (
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.selected_columns
         )
+        self._processed = tuple((i, p) for i, p in enumerate(processors) if p is not None)
         self._pool = engine.sync_engine.pool
         self._in_transaction = behind_pgbouncer(engine)
 
     async def one_or_none(self, **params: Any) -> dict[str, Any] | None:
         """The row as {column key: value}, or None when there is none."""
-        record = await self._fetchrow(self._arguments(params))
-        if record is None:
-            return None
-        return {
-            key: value if process is None or value is None else process(value)
-            for (key, process), value in zip(self._columns, record.values(), strict=True)
-        }
+        record = await self._run(self._arguments(params), many=False)
+        return None if record is None else dict(zip(self._keys, self._values(record), strict=True))
+
+    async def all(self, **params: Any) -> list[tuple[Any, ...]]:
+        """Every row, as a tuple of the selected columns' values."""
+        records = await self._run(self._arguments(params), many=True)
+        return [self._values(record) for record in records]
+
+    def _values(self, record: asyncpg.Record) -> tuple[Any, ...]:
+        if not self._processed:
+            return tuple(record)
+        values = list(record)
+        for i, process in self._processed:
+            if values[i] is not None:
+                values[i] = process(values[i])
+        return tuple(values)
 
     def _arguments(self, given: dict[str, Any]) -> list[Any]:
         arguments = []
@@ -72,16 +82,17 @@ class DriverRead:
             arguments.append(value if process is None or value is None else process(value))
         return arguments
 
-    async def _fetchrow(self, args: list[Any]) -> asyncpg.Record | None:
+    async def _run(self, args: list[Any], *, many: bool) -> Any:
         # The pool's checkout may connect, which SQLAlchemy runs in a greenlet; so do its return and
         # invalidation, which may close a connection.
         pooled = await greenlet_spawn(self._pool.connect)
         driver: asyncpg.Connection = pooled.driver_connection
+        fetch = driver.fetch if many else driver.fetchrow
         try:
             if self._in_transaction:
                 async with driver.transaction():
-                    return await driver.fetchrow(self.sql, *args)
-            return await driver.fetchrow(self.sql, *args)
+                    return await fetch(self.sql, *args)
+            return await fetch(self.sql, *args)
         except BaseException as exc:
             # Not knowing what state a failed or cancelled connection is in, it is not reused.
             if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
@@ -92,3 +103,15 @@ class DriverRead:
             raise
         finally:
             await greenlet_spawn(pooled.close)
+
+
+_READS: weakref.WeakKeyDictionary[AsyncEngine, dict[Select[Any], DriverRead]] = weakref.WeakKeyDictionary()
+
+
+def driver_read(engine: AsyncEngine, statement: Select[Any]) -> DriverRead:
+    """The `DriverRead` of `statement` on `engine`, compiled once (for statements built once, too)."""
+    reads = _READS.setdefault(engine, {})
+    read = reads.get(statement)
+    if read is None:
+        read = reads[statement] = DriverRead(engine, statement)
+    return read

@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from allegro_link.driver_reads import DriverRead
+
 
 class QueryCounter:
     """Counts the statements that `match` picks; `before_next` runs an action just before the next one is
@@ -42,3 +44,21 @@ def counting(engine: AsyncEngine, match: Callable[[str], bool]) -> Iterator[Quer
         yield counter
     finally:
         counter.close()
+
+
+@contextmanager
+def driver_statements() -> Iterator[list[str]]:
+    """The SQL of every read made on the driver (`DriverRead`) in this process meanwhile, which engine
+    events do not see; services under test served in a thread included."""
+    seen: list[str] = []
+    run = DriverRead._run
+
+    async def recording(self: DriverRead, args: list[Any], *, many: bool) -> Any:
+        seen.append(self.sql)
+        return await run(self, args, many=many)
+
+    DriverRead._run = recording  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        DriverRead._run = run  # type: ignore[method-assign]

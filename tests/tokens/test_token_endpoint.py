@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import Account, AccountEvent, AccountStatus
 from allegro_link.db import utcnow
-from allegro_link.driver_reads import DriverRead
 from allegro_link.settings import Settings
 from allegro_link.tokens.models import TokenIssue
 from tests.support.accounts import update_account
 from tests.support.factories import bearer, end_to_end_settings, owner_token
 from tests.support.keys import new_api_key
 from tests.support.link import LinkHarness
+from tests.support.statements import driver_statements
 from tests.support.tokens import ME_HEADERS, PATIENT_WAITS, Linked, expire_access
 from tests.support.waiting import until
 
@@ -52,8 +52,8 @@ async def _break_our_client_secret(harness: LinkHarness) -> None:
 @contextmanager
 def account_reads() -> Iterator[list[str]]:
     """The fresh-token reads of an account row (the broker's SELECT … WHERE id, not FOR UPDATE) that
-    this process sends meanwhile, on the driver (`DriverRead`) or through any engine; the service under
-    test runs in a thread here."""
+    this process sends meanwhile, on the driver or through any engine; the service under test runs in a
+    thread here."""
     seen: list[str] = []
 
     def record(statement: str) -> None:
@@ -64,18 +64,13 @@ def account_reads() -> Iterator[list[str]]:
     def record_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         record(statement)
 
-    driver_read = DriverRead.one_or_none
-
-    async def record_driver_read(self: DriverRead, **params: Any) -> Any:
-        record(self.sql)
-        return await driver_read(self, **params)
-
     event.listen(Engine, "before_cursor_execute", record_execute)
-    DriverRead.one_or_none = record_driver_read  # type: ignore[method-assign]
     try:
-        yield seen
+        with driver_statements() as on_the_driver:
+            yield seen
+        for statement in on_the_driver:
+            record(statement)
     finally:
-        DriverRead.one_or_none = driver_read  # type: ignore[method-assign]
         event.remove(Engine, "before_cursor_execute", record_execute)
 
 

@@ -17,7 +17,6 @@ from allegro_link.accounts.service import (
     delete_account,
     get_account,
     list_accounts,
-    read_connection,
     status_view,
 )
 from allegro_link.auth.deps import AUTH_ERRORS, AccountReader, Owner, actor, owner_scope
@@ -55,15 +54,14 @@ async def list_(
         scope = owner_id
     elif owner_id not in (None, scope):
         raise Forbidden("Owners list only their own accounts.")
-    # A read: one pooled connection in autocommit rather than the request's unit of work, whose
-    # BEGIN and COMMIT would be two of its three round trips.
-    async with read_connection(resources(request).engine) as connection:
-        page = await list_accounts(
-            connection,
-            AccountFilter(owner_id=scope, soon_window=window, status=status, login=login),
-            limit=limit,
-            cursor=cursor,
-        )
+    # A read: one statement on the pool's driver connection rather than the request's unit of work,
+    # whose BEGIN and COMMIT would be two of its three round trips.
+    page = await list_accounts(
+        resources(request).engine,
+        AccountFilter(owner_id=scope, soon_window=window, status=status, login=login),
+        limit=limit,
+        cursor=cursor,
+    )
     body = {
         "items": [listed_account(row, page.listed_at, window) for row in page.rows],
         "next_cursor": page.next_cursor,

@@ -7,8 +7,7 @@ import binascii
 import enum
 import functools
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -18,14 +17,13 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Interval,
-    Row,
     Select,
     bindparam,
     delete,
     func,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from allegro_link.accounts import transitions
 from allegro_link.accounts.deadline import sql_relogin_soon
@@ -33,6 +31,7 @@ from allegro_link.accounts.models import Account
 from allegro_link.accounts.schemas import LISTED_COLUMNS
 from allegro_link.accounts.status import EffectiveStatus, effective_status, sql_needs_relogin
 from allegro_link.db import utcnow
+from allegro_link.driver_reads import driver_read
 from allegro_link.errors import BadRequest, NotFound
 from allegro_link.oauth.models import LinkSession
 
@@ -64,7 +63,7 @@ class AccountFilter:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    rows: Sequence[Row[Any]]  # `schemas.LISTED_COLUMNS` of each account first, in id order
+    rows: Sequence[tuple[Any, ...]]  # `schemas.LISTED_COLUMNS` of each account first, in id order
     listed_at: datetime  # the moment the items' status is computed at
     next_cursor: str | None
     counts: dict[str, int]  # by the page's field that carries each (`_COUNTED`)
@@ -77,6 +76,7 @@ SelectT = TypeVar("SelectT", bound=Select[Any])
 # items as plain values (`schemas.listed_account`): an ORM load, an Account and a model per row were
 # most of the page's cost.
 _LISTED = [Account.__table__.c[key] for key in LISTED_COLUMNS]
+_ID = LISTED_COLUMNS.index("id")
 
 # The list statements' parameters: their values change with each request, the statements do not.
 _OWNER = bindparam("owner_id", type_=Account.owner_id.type)
@@ -110,24 +110,14 @@ async def get_account(
     return account
 
 
-@asynccontextmanager
-async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection of the pool in autocommit: statements that only read need no transaction.
-
-    (Behind PgBouncer `db.create_engine` turns autocommit back into a transaction, as it must.)
-    """
-    async with engine.connect() as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
 async def list_accounts(
-    connection: AsyncConnection, account_filter: AccountFilter, *, limit: int, cursor: str | None
+    engine: AsyncEngine, account_filter: AccountFilter, *, limit: int, cursor: str | None
 ) -> Page:
-    """A page of accounts and its counts, read in one statement on `connection` (no transaction needed).
+    """A page of accounts and its counts, read in one statement on the driver (`driver_reads`).
 
-    The counts ride on every row of the page: PostgreSQL computes an uncorrelated subquery once per
-    statement (an InitPlan), so the page and its counts cost one round trip and see one snapshot. An
-    empty page has no row to carry them; then they are read on their own.
+    A read needs no transaction. The counts ride on every row of the page: PostgreSQL computes an
+    uncorrelated subquery once per statement (an InitPlan), so the page and its counts cost one round
+    trip and see one snapshot. An empty page has no row to carry them; then they are read on their own.
     """
     now = utcnow()
     parameters = {
@@ -139,14 +129,16 @@ async def list_accounts(
     }
     scoped = account_filter.owner_id is not None
     shape = _PageShape(scoped, account_filter.status, account_filter.login is not None, cursor is not None)
-    rows = (await connection.execute(_page_statement(shape), parameters)).all()
-    counted = rows[0] if rows else (await connection.execute(_counts_statement(scoped), parameters)).one()
-    counts = {name: int(counted._mapping[name]) for name in _COUNTED}
+    rows = await driver_read(engine, _page_statement(shape)).all(**parameters)
+    if rows:
+        counted = rows[0][len(LISTED_COLUMNS) :]
+    else:
+        counted = (await driver_read(engine, _counts_statement(scoped)).all(**parameters))[0]
     return Page(
         rows=rows[:limit],
         listed_at=now,
-        next_cursor=_encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-        counts=counts,
+        next_cursor=_encode_cursor(rows[limit - 1][_ID]) if len(rows) > limit else None,
+        counts={name: int(count) for name, count in zip(_COUNTED, counted, strict=True)},
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from allegro_link.accounts.models import Account, detached_account
 from allegro_link.accounts.service import AccountNotFound
 from allegro_link.crypto.vault import TokenVault
-from allegro_link.driver_reads import DriverRead
+from allegro_link.driver_reads import driver_read
 from allegro_link.tokens.problems import ReloginRequired
 
 # The row's columns, to build a detached Account from, but the refresh token's ciphertext: nothing
@@ -48,7 +48,7 @@ class AccountReads:
 
     def __init__(self, engine: AsyncEngine, concurrency: int) -> None:
         # Same pool as the sessions; on the driver, as the hottest read (driver_reads.py).
-        self._row = DriverRead(engine, _ACCOUNT_ROW)
+        self._row = driver_read(engine, _ACCOUNT_ROW)
         # Readers queue here rather than in the pool, which is not fair under a burst
         # (docs/performance.md). Sized to the pool: no reader waits for a connection the pool has.
         self.gate = asyncio.Semaphore(concurrency)
