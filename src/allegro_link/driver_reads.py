@@ -8,7 +8,7 @@ A `DriverRead` keeps what matters of it and drops the rest:
 - the statement is a Core SELECT, compiled once by the engine's dialect (its SQL and its result
   columns' type processors, so that values come back as SQLAlchemy would return them: enums as enums);
 - the connection is checked out of the engine's own pool, with its checkout events (the dead-connection
-  check in db.py), and returned to it;
+  check in db.py), and returned to it; a failure to connect is wrapped as the engine wraps it;
 - a failure that means the database is unreachable invalidates the connection (the pool will not hand it
   out again) and becomes `DatabaseUnavailable` (503), as the error handlers answer for the ORM's reads;
 - behind PgBouncer in transaction mode the statement runs in a transaction, as every other statement
@@ -23,7 +23,9 @@ from typing import Any
 import asyncpg
 import structlog
 from sqlalchemy import Select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from allegro_link.db import behind_pgbouncer, is_unavailable
@@ -52,6 +54,7 @@ class DriverRead:
             for column in statement.selected_columns
         )
         self._processed = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+        self._dialect = dialect
         self._pool = engine.sync_engine.pool
         self._in_transaction = behind_pgbouncer(engine)
 
@@ -83,9 +86,7 @@ class DriverRead:
         return arguments
 
     async def _run(self, args: list[Any], *, many: bool) -> Any:
-        # The pool's checkout may connect, which SQLAlchemy runs in a greenlet; so do its return and
-        # invalidation, which may close a connection.
-        pooled = await greenlet_spawn(self._pool.connect)
+        pooled = await self._checkout()
         driver: asyncpg.Connection = pooled.driver_connection
         fetch = driver.fetch if many else driver.fetchrow
         try:
@@ -103,6 +104,26 @@ class DriverRead:
             raise
         finally:
             await greenlet_spawn(pooled.close)
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A connection of the pool, whose failure to connect reads as it does through the engine.
+
+        The pool's checkout may connect, which SQLAlchemy runs in a greenlet (so do the return and the
+        invalidation, which may close a connection). The engine wraps a failed connect in DBAPIError,
+        which the error handlers read (a refused login, a missing database, an outage: 503); so here.
+        """
+        dbapi_error = self._dialect.loaded_dbapi.Error
+        try:
+            return await greenlet_spawn(self._pool.connect)
+        except dbapi_error as exc:
+            raise DBAPIError.instance(
+                None,
+                None,
+                exc,
+                dbapi_error,
+                connection_invalidated=self._dialect.is_disconnect(exc, None, None),
+                dialect=self._dialect,
+            ) from exc
 
 
 _READS: weakref.WeakKeyDictionary[AsyncEngine, dict[Select[Any], DriverRead]] = weakref.WeakKeyDictionary()
