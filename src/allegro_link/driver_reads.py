@@ -17,6 +17,7 @@ A `DriverRead` keeps what matters of it and drops the rest:
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from typing import Any
 
@@ -56,6 +57,7 @@ class DriverRead:
         self._processed = tuple((i, p) for i, p in enumerate(processors) if p is not None)
         self._dialect = dialect
         self._pool = engine.sync_engine.pool
+        self._gate = _gate(engine)
         self._in_transaction = behind_pgbouncer(engine)
 
     async def one_or_none(self, **params: Any) -> dict[str, Any] | None:
@@ -86,6 +88,10 @@ class DriverRead:
         return arguments
 
     async def _run(self, args: list[Any], *, many: bool) -> Any:
+        async with self._gate:
+            return await self._run_on_a_connection(args, many=many)
+
+    async def _run_on_a_connection(self, args: list[Any], *, many: bool) -> Any:
         pooled = await self._checkout()
         driver: asyncpg.Connection = pooled.driver_connection
         fetch = driver.fetch if many else driver.fetchrow
@@ -124,6 +130,24 @@ class DriverRead:
                 connection_invalidated=self._dialect.is_disconnect(exc, None, None),
                 dialect=self._dialect,
             ) from exc
+
+
+# Driver reads queue first come first served here, sized to the pool, rather than in the pool: its
+# queue is not fair, and under a burst (64 clients listing at once) some reads waited many turns, up to
+# its timeout (docs/performance.md). The token path's own gate (tokens/reads.py) sits in front of this.
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _gate(engine: AsyncEngine) -> asyncio.Semaphore:
+    gate = _GATES.get(engine)
+    if gate is None:
+        gate = _GATES[engine] = asyncio.Semaphore(_pool_size(engine))
+    return gate
+
+
+def _pool_size(engine: AsyncEngine) -> int:
+    size = getattr(engine.sync_engine.pool, "size", None)
+    return max(1, size()) if callable(size) else 1
 
 
 _READS: weakref.WeakKeyDictionary[AsyncEngine, dict[Select[Any], DriverRead]] = weakref.WeakKeyDictionary()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -20,14 +18,12 @@ from allegro_link.accounts.deadline import USE_RULE, sql_relogin_soon
 from allegro_link.accounts.models import Account, AccountStatus, ReloginReason
 from allegro_link.accounts.schemas import LISTED_COLUMNS, AccountOut, listed_account
 from allegro_link.accounts.status import effective_status, sql_needs_relogin
-from allegro_link.app import create_app
 from allegro_link.db import utcnow
 from allegro_link.resources import Resources
 from allegro_link.settings import Settings
 from tests.support.accounts import insert_account
 from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
-from tests.support.live import lifespan
 from tests.support.statements import driver_statements
 
 A = bearer(owner_token("owner-a"))
@@ -72,16 +68,6 @@ def test_a_listed_item_is_the_accounts_own_object_byte_for_byte(values: dict[str
     row = (*(values[key] for key in LISTED_COLUMNS), 7, 3)  # the counts ride after the columns
     as_model = AccountOut.build(effective_status(account, NOW), soon_window=WINDOW).model_dump_json()
     assert orjson.dumps(listed_account(row, NOW, WINDOW), option=orjson.OPT_UTC_Z) == as_model.encode()
-
-
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[tuple[Resources, httpx.AsyncClient]]:
-    """The app as `client` serves it, with its resources at hand (its engine)."""
-    app = create_app(settings)
-    async with lifespan(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield app.state.resources, http
 
 
 async def _mixed_accounts(settings: Settings, owner_id: str) -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from allegro_link.accounts.models import AccountEvent, AccountStatus, ReloginReason
 from allegro_link.accounts.warnings import warn_relogin_soon
-from allegro_link.app import create_app
 from allegro_link.db import utcnow
 from allegro_link.resources import Resources
 from allegro_link.settings import Settings
@@ -22,7 +19,6 @@ from allegro_link.tokens.keepalive import update_gauges
 from tests.support.accounts import insert_account, update_account
 from tests.support.factories import bearer, owner_token
 from tests.support.keys import new_api_key
-from tests.support.live import lifespan
 
 A = bearer(owner_token("owner-a"))
 WINDOW = timedelta(days=14)  # ALLEGRO_LINK_RELOGIN_SOON_DAYS's default, which the app runs with here
@@ -96,16 +92,6 @@ class TestDeadline:
         assert page["relogin_soon_count"] == 2
         counted = (await client.get("/accounts?status=relogin_required", headers=A)).json()
         assert (counted["relogin_soon_count"], counted["relogin_required_count"]) == (2, 1)
-
-
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[tuple[Resources, httpx.AsyncClient]]:
-    """The app as `client` serves it, with its resources at hand (its audit log, its sessionmaker)."""
-    app = create_app(settings)
-    async with lifespan(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield app.state.resources, http
 
 
 class TestWarnings:
