@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -88,3 +89,17 @@ async def test_a_wrong_statement_is_not_an_outage(one_connection: AsyncEngine) -
     with pytest.raises(asyncpg.InvalidTextRepresentationError):
         await DriverRead(one_connection, wrong).one_or_none()
     assert one_connection.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_burst_of_reads_queues_in_order_rather_than_timing_out_in_the_pool(database_url: str) -> None:
+    """More reads at once than the pool holds: without the gate the late ones waited in the pool's own
+    queue, which is not first come first served, and ran out of its timeout (`db_connect_timeout_seconds`)."""
+    engine = create_engine(
+        make_settings(database_url, db_pool_size=2, db_max_overflow=0, db_connect_timeout_seconds=1.0)
+    )
+    try:
+        nap = DriverRead(engine, select(func.pg_sleep(0.05).label("slept")))
+        # 60 naps of 50 ms on 2 connections: the last ones wait about 1.5 s, past the pool's 1 s.
+        await asyncio.gather(*(nap.one_or_none() for _ in range(60)))
+    finally:
+        await engine.dispose()
